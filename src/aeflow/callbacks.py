@@ -1,0 +1,43 @@
+"""Lightning callbacks the train stage adds to every run."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+from aeflow.io import write_text
+
+LOSS_KEYS = ("train/loss", "val/loss")
+
+
+class LossHistory(pl.Callback):
+    """Writes one CSV row per epoch (epoch, train/loss, val/loss): the DVC loss plot.
+
+    The file is rewritten atomically each epoch, so it is complete after a kill.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch}
+        row.update({k: round(float(metrics[k]), 8) for k in LOSS_KEYS if k in metrics})
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["epoch", *LOSS_KEYS])
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text(self.path, buf.getvalue())
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = list(state_dict.get("rows", []))

@@ -1,0 +1,1 @@
+"""Getting, verifying and serving image data."""

@@ -1,0 +1,1 @@
+"""Autoencoder networks and the LightningModule that trains them."""

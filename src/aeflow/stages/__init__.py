@@ -1,0 +1,1 @@
+"""Thin DVC stage entry points: read params.yaml, call a pure function, write outputs."""
