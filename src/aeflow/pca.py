@@ -14,7 +14,7 @@ class PCA:
     def __init__(self, n_components: int) -> None:
         self.k = n_components
 
-    def fit(self, x: torch.Tensor) -> "PCA":
+    def fit(self, x: torch.Tensor) -> PCA:
         x = x.flatten(1).double()  # (N, D)
         if not 1 <= self.k <= x.shape[1]:
             raise ValueError(f"n_components={self.k}: must be between 1 and {x.shape[1]}")

@@ -16,8 +16,9 @@ import dataclasses
 import importlib
 import inspect
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -39,7 +40,7 @@ class PathsConfig:
 @dataclass
 class MlflowConfig:
     experiment_name: str = "autoencoder"
-    tracking_uri: Optional[str] = None
+    tracking_uri: str | None = None
     log_model: bool = True
 
 
@@ -60,7 +61,7 @@ class PypiFallback:
 @dataclass
 class SourceConfig:
     mirrors: list[str] = field(default_factory=list)
-    pypi_fallback: Optional[PypiFallback] = None
+    pypi_fallback: PypiFallback | None = None
 
 
 # The classes a `_target_` may name, per config node. Extending the project

@@ -33,7 +33,7 @@ class AutoencoderPyfunc(mlflow.pyfunc.PythonModel):
         self.model.load_state_dict(torch.load(context.artifacts["weights"], weights_only=True))
         self.model.eval()
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+    def predict(self, context, model_input, params=None):  # no hints: MLflow validates by them
         output = (params or {}).get("output", "reconstruction")
         if output not in OUTPUTS:
             raise ValueError(f"params.output={output!r}: allowed: {', '.join(OUTPUTS)}")

@@ -17,12 +17,12 @@ from pytorch_lightning.loggers import MLFlowLogger
 
 from aeflow import serving, tracking
 from aeflow.callbacks import LossHistory
+from aeflow.checkpoints import BEST, load_weights
 from aeflow.config import instantiate_datamodule, instantiate_model, to_container
 from aeflow.io import write_json
 
 log = logging.getLogger(__name__)
 
-BEST, LAST = "best", "last"
 
 
 @dataclass
@@ -30,10 +30,6 @@ class TrainResult:
     run_id: str
     best_checkpoint: Path
     metrics: dict[str, float]
-
-
-def checkpoint_path(cfg: DictConfig, which: str) -> Path:
-    return Path(cfg.paths.checkpoints) / f"{which}.ckpt"
 
 
 def train(cfg: DictConfig) -> TrainResult:
@@ -100,14 +96,6 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
         if os.environ.get(env):
             tags[tag] = os.environ[env]
     return tags
-
-
-def load_weights(cfg: DictConfig, checkpoint: str | Path) -> torch.nn.Module:
-    """The model `cfg` describes with the weights of a Lightning checkpoint (no unpickling)."""
-    model = instantiate_model(cfg)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    model.load_state_dict(state)
-    return model.eval()
 
 
 def log_best_model(cfg: DictConfig, best: Path, datamodule: pl.LightningDataModule) -> None:

@@ -9,8 +9,8 @@ a GPU the tensors can live in device memory so batches never cross the bus.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -49,8 +49,10 @@ class TensorBatches:
 
     # Lightning calls `dataloader.sampler.set_epoch(epoch)` before each training
     # epoch (also after a resume); exposing ourselves as the sampler hooks into that.
+    batch_sampler = None  # DataLoader attribute Lightning inspects; batching is ours
+
     @property
-    def sampler(self) -> "TensorBatches":
+    def sampler(self) -> TensorBatches:
         return self
 
     def set_epoch(self, epoch: int) -> None:

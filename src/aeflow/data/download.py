@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from aeflow.data import sources
 from aeflow.data.idx import decode_idx, md5_bytes, md5_file

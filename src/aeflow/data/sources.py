@@ -16,8 +16,9 @@ import sys
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -64,6 +65,9 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        # Python 3 writes an array's raw bytes in protocol-2 pickles as
+        # _codecs.encode(text, "latin1"): a pure function, safe to allow.
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str) -> Any:

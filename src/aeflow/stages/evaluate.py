@@ -7,10 +7,10 @@ def main() -> None:
     import mlflow
 
     from aeflow import tracking
+    from aeflow.checkpoints import BEST, checkpoint_path, load_weights
     from aeflow.config import instantiate_datamodule, load_params
     from aeflow.evaluation import evaluate
     from aeflow.io import write_json
-    from aeflow.training import BEST, checkpoint_path, load_weights
 
     cfg = load_params()
     model = load_weights(cfg, checkpoint_path(cfg, BEST))

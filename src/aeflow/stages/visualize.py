@@ -11,9 +11,9 @@ def main() -> None:
     import mlflow
 
     from aeflow import figures, tracking
+    from aeflow.checkpoints import BEST, checkpoint_path, load_weights
     from aeflow.config import instantiate_datamodule, load_params
     from aeflow.evaluation import fit_pca
-    from aeflow.training import BEST, checkpoint_path, load_weights
 
     cfg = load_params()
     model = load_weights(cfg, checkpoint_path(cfg, BEST))

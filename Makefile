@@ -1,0 +1,46 @@
+# Everything a user or CI needs. The environment is built on first use and
+# rebuilt when requirements.lock or pyproject.toml change.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+UI_HOST ?= 127.0.0.1
+UI_PORT ?= 5000
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: env run test test-fast lint ui bench params clean
+
+env: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+## dvc repro with the default config (experiment=tutorial) on MNIST
+run: $(STAMP)
+	dvc repro
+
+## the whole test suite (what CI runs)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## unit tests only
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration and not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+## rewrite params.yaml from conf/ (what `dvc exp run` does); e.g. make params ARGS="model.latent_dim=64"
+params: $(STAMP)
+	$(BIN)/python -m aeflow.config $(ARGS)
+
+## the MLflow UI over the project's store, on 127.0.0.1 only
+ui: $(STAMP)
+	$(BIN)/mlflow ui --host $(UI_HOST) --port $(UI_PORT) \
+	  --backend-store-uri sqlite:///$(abspath mlflow.db) --default-artifact-root $(abspath mlartifacts)
+
+clean:
+	rm -rf .pytest_cache .ruff_cache

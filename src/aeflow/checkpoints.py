@@ -1,0 +1,24 @@
+"""Where checkpoints live and how they are loaded: weights only, never pickled objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from aeflow.config import instantiate_model
+
+BEST, LAST = "best", "last"  # ModelCheckpoint file names (best by val/loss, and the latest)
+
+
+def checkpoint_path(cfg: DictConfig, which: str) -> Path:
+    return Path(cfg.paths.checkpoints) / f"{which}.ckpt"
+
+
+def load_weights(cfg: DictConfig, checkpoint: str | Path) -> torch.nn.Module:
+    """The model `cfg` describes, with the weights of a Lightning checkpoint, in eval mode."""
+    model = instantiate_model(cfg)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict(state)
+    return model.eval()

@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from aeflow.metrics import BY_DIGIT, MSE, SQ_ERR, ReconstructionMeter, bce_per_image, sq_err_per_image
+from aeflow.pca import PCA
+
+
+def test_sq_err_per_image_hand_computed():
+    target = torch.zeros(2, 1, 2, 2)
+    recon = torch.tensor([[[[0.5, 0.0], [0.0, 0.5]]], [[[1.0, 1.0], [1.0, 0.0]]]])
+    # image 0: 0.25 + 0.25 = 0.5; image 1: 1 + 1 + 1 = 3
+    assert sq_err_per_image(recon, target).tolist() == [0.5, 3.0]
+
+
+def test_meter_summary_mean_mse_and_per_digit():
+    meter = ReconstructionMeter()
+    target = torch.zeros(2, 1, 2, 2)
+    recon = torch.tensor([[[[0.5, 0.0], [0.0, 0.5]]], [[[1.0, 1.0], [1.0, 0.0]]]])
+    meter.update(recon[:1], target[:1], torch.tensor([3]))
+    meter.update(recon[1:], target[1:], torch.tensor([7]))
+    summary = meter.summary()
+    assert summary[SQ_ERR] == pytest.approx(1.75)
+    assert summary[MSE] == pytest.approx(1.75 / 4)
+    assert summary[BY_DIGIT] == {"3": pytest.approx(0.5), "7": pytest.approx(3.0)}
+
+
+def test_bce_of_perfect_binary_reconstruction_is_near_zero():
+    x = torch.tensor([[0.0, 1.0, 1.0, 0.0]])
+    assert bce_per_image(x, x).item() < 1e-5
+    assert bce_per_image(torch.full_like(x, 0.5), x).item() == pytest.approx(0.6931, abs=1e-4)
+
+
+def test_pca_reconstructs_rank_k_data_exactly():
+    gen = torch.Generator().manual_seed(0)
+    basis = torch.randn(3, 20, generator=gen)
+    data = torch.randn(200, 3, generator=gen) @ basis + 5.0  # rank 3 plus an offset
+    pca = PCA(3).fit(data)
+    assert torch.allclose(pca.decode(pca.encode(data)), data.double(), atol=1e-8)
+    assert sq_err_per_image(PCA(2).fit(data).decode(PCA(2).fit(data).encode(data)), data).mean() > 1e-3
+
+
+def test_pca_rejects_bad_component_count():
+    with pytest.raises(ValueError, match="n_components=0"):
+        PCA(0).fit(torch.zeros(4, 3))

@@ -1,0 +1,80 @@
+import json
+
+import mlflow
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from aeflow.config import compose, instantiate_model
+from aeflow.errors import TrainingError
+from aeflow.models.autoencoder import reconstruction_loss
+from aeflow.training import train
+
+
+def test_forward_shapes_and_range():
+    model = instantiate_model(compose(["model.latent_dim=5"]))
+    x = torch.rand(3, 1, 28, 28)
+    assert model.encode(x).shape == (3, 5)
+    out = model(x)
+    assert out.shape == (3, 1, 28, 28) and 0 <= out.min() and out.max() <= 1
+
+
+def test_bce_on_logits_matches_bce_on_sigmoid():
+    logits, target = torch.randn(4, 10), torch.rand(4, 10)
+    expected = torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits), target)
+    assert torch.allclose(reconstruction_loss("bce", logits, target), expected, atol=1e-6)
+    # Stable where sigmoid saturates: BCE on probabilities would give inf/100-clamped values.
+    assert torch.isfinite(reconstruction_loss("bce", torch.tensor([200.0]), torch.tensor([0.0])))
+    with pytest.raises(ValueError, match="allowed: \\['mse', 'bce'\\]"):
+        reconstruction_loss("l1", logits, target)
+
+
+def test_few_training_steps_reduce_loss():
+    pl.seed_everything(0)
+    model = instantiate_model(compose(["optimizer=adam"]))
+    x = torch.rand(32, 1, 28, 28)
+    opt = model.configure_optimizers()
+    losses = []
+    for _ in range(5):
+        loss = model.training_step((x, torch.zeros(32)), 0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_train_writes_checkpoints_metrics_and_one_mlflow_run(tiny_cfg):
+    result = train(tiny_cfg)
+    paths = tiny_cfg.paths
+    assert result.best_checkpoint.name == "best.ckpt"
+    for name in ("best.ckpt", "last.ckpt"):
+        state = torch.load(f"{paths.checkpoints}/{name}", weights_only=True)
+        assert "state_dict" in state
+    metrics = json.loads(open(paths.train_metrics).read())
+    assert metrics["epochs"] == 2 and metrics["val/loss"] > 0
+    rows = open(paths.loss_curve).read().splitlines()
+    assert rows[0] == "epoch,train/loss,val/loss" and len(rows) == 3
+    client = mlflow.MlflowClient(tiny_cfg.mlflow.tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.latent_dim"] == "128"
+    assert len(client.get_metric_history(result.run_id, "val/loss")) == 2
+    assert json.loads(open(paths.run_info).read())["run_id"] == result.run_id
+    loaded = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    codes = loaded.predict(torch.rand(2, 784).numpy(), params={"output": "code"})
+    assert codes.shape == (2, 128)
+
+
+def test_nan_loss_stops_training_and_fails_the_run(tiny_cfg):
+    # Linear layers and a huge SGD step: the weights blow up to inf/NaN within a few steps.
+    for net in ("encoder", "decoder"):
+        tiny_cfg.model[net].activation = "identity"
+    tiny_cfg.model.encoder.code_activation = "identity"
+    tiny_cfg.model.loss = "bce"
+    tiny_cfg.optimizer = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 1e10}
+    with pytest.raises(TrainingError, match=r"loss became (nan|inf).*epoch \d+, step \d+"):
+        train(tiny_cfg)
+    client = mlflow.MlflowClient(tiny_cfg.mlflow.tracking_uri)
+    run_id = json.loads(open(tiny_cfg.paths.run_info).read())["run_id"]
+    assert client.get_run(run_id).info.status == "FAILED"
