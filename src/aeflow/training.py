@@ -57,10 +57,7 @@ def train(cfg: DictConfig) -> TrainResult:
     checkpoint = ModelCheckpoint(dirpath=cfg.paths.checkpoints, filename=BEST, monitor="val/loss",
                                  mode="min", save_last=True, enable_version_counter=False)
     logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment_name, tracking_uri=uri, run_id=run_id)
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=[checkpoint, LossHistory(cfg.paths.loss_curve)], logger=logger,
-        _convert_="all",
-    )
+    trainer = build_trainer(cfg, callbacks=[checkpoint, LossHistory(cfg.paths.loss_curve)], logger=logger)
     started = time.perf_counter()
     try:
         trainer.fit(model, datamodule=datamodule)
@@ -80,6 +77,11 @@ def train(cfg: DictConfig) -> TrainResult:
         if cfg.mlflow.log_model:
             log_best_model(cfg, best, datamodule)
     return TrainResult(run_id=run_id, best_checkpoint=best, metrics=metrics)
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], logger) -> pl.Trainer:
+    """The Trainer `cfg.trainer` describes (also used by benchmarks/bench.py)."""
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, _convert_="all")
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
