@@ -42,6 +42,7 @@ class MlflowConfig:
     experiment_name: str = "autoencoder"
     tracking_uri: str | None = None
     log_model: bool = True
+    register_model: str | None = None
 
 
 @dataclass

@@ -25,9 +25,26 @@ DEFAULT_STORE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 
 
+EXP_TMP = Path(".dvc", "tmp", "exps")  # where `dvc exp run --queue/--temp` runs experiments
+
+
 def project_root() -> Path:
-    """The repository root: the stages run there (DVC runs commands from the root)."""
-    return Path.cwd()
+    """The repository root the project's store belongs to.
+
+    DVC runs stage commands from the repository root and sets DVC_ROOT; a
+    queued or `--temp` experiment runs in a throwaway copy under
+    `<root>/.dvc/tmp/exps/`, and DVC sets DVC_ROOT to the main repository's
+    root there, so every experiment's run lands in the project's one store.
+    """
+    root = os.environ.get("DVC_ROOT")
+    if root and Path(root).is_dir():
+        return Path(root).resolve()
+    cwd = Path.cwd().resolve()
+    parts = cwd.parts
+    for i in range(len(parts) - len(EXP_TMP.parts) + 1):
+        if parts[i : i + len(EXP_TMP.parts)] == EXP_TMP.parts:
+            return Path(*parts[:i])  # run by hand inside an experiment's temporary copy
+    return cwd
 
 
 def tracking_uri(configured: str | None = None) -> str:

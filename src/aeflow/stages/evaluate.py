@@ -18,6 +18,9 @@ def main() -> None:
     write_json(cfg.paths.eval_metrics, results)
     with tracking.resume_run(cfg.paths.run_info, cfg.mlflow.tracking_uri):
         mlflow.log_metrics({k.replace(".", "/"): v for k, v in tracking.flatten(results).items()})
+    from aeflow.registry import register_if_configured  # issue 7: model registry (mlflow.register_model)
+
+    register_if_configured(cfg, results)
 
 
 if __name__ == "__main__":
