@@ -8,6 +8,7 @@ unpickles a network object.
 from __future__ import annotations
 
 import importlib.metadata
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,11 @@ REQUIREMENTS = ("torch", "pytorch-lightning", "hydra-core", "omegaconf", "mlflow
 
 
 class AutoencoderPyfunc(mlflow.pyfunc.PythonModel):
-    """Input: float32 images (N, 784) in [0, 1]. Param `output`: 'reconstruction' or 'code'."""
+    """Input: float32 images (N, 784) in [0, 1]. Param `output`: 'reconstruction' (N, 784) or 'code'.
+
+    Served by `mlflow models serve`: POST /invocations
+    {"inputs": [[...784 floats...]], "params": {"output": "code"}}.
+    """
 
     def load_context(self, context: Any) -> None:
         from omegaconf import OmegaConf
@@ -34,14 +39,33 @@ class AutoencoderPyfunc(mlflow.pyfunc.PythonModel):
         self.model.eval()
 
     def predict(self, context, model_input, params=None):  # no hints: MLflow validates by them
-        output = (params or {}).get("output", "reconstruction")
-        if output not in OUTPUTS:
-            raise ValueError(f"params.output={output!r}: allowed: {', '.join(OUTPUTS)}")
-        x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
-        with torch.no_grad():
-            if output == "code":
-                return self.model.encode(x).numpy()
-            return self.model(x).reshape(len(x), -1).numpy()
+        return predict(self.model, model_input, (params or {}).get("output", "reconstruction"))
+
+
+def as_images(model_input: Any) -> torch.Tensor:
+    """(N, H*W) or (N, H, W) or (N, 1, H, W) values in [0, 1] -> float32 (N, 1, H, W), as in training."""
+    x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
+    if x.ndim == 2:
+        side = math.isqrt(x.shape[1])
+        if side * side != x.shape[1]:
+            raise ValueError(f"expected square images flattened to H*W columns, got {x.shape[1]} columns")
+        x = x.reshape(len(x), side, side)
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"expected (N, H*W), (N, H, W) or (N, 1, H, W) images, got shape {tuple(x.shape)}")
+    return x
+
+
+def predict(model: torch.nn.Module, model_input: Any, output: str = "reconstruction") -> np.ndarray:
+    """Codes (N, latent_dim) or flattened reconstructions (N, H*W) in [0, 1] for images in [0, 1]."""
+    if output not in OUTPUTS:
+        raise ValueError(f"params.output={output!r}: allowed: {', '.join(OUTPUTS)}")
+    x = as_images(model_input)
+    with torch.no_grad():
+        if output == "code":
+            return model.encode(x).reshape(len(x), -1).numpy()
+        return model(x).reshape(len(x), -1).numpy()
 
 
 def pinned_requirements() -> list[str]:
@@ -55,8 +79,7 @@ def log_model(module: torch.nn.Module, config_path: str | Path, weights_path: st
     import aeflow
 
     module.eval()
-    with torch.no_grad():
-        recon = module(torch.as_tensor(example)).reshape(len(example), -1).numpy()
+    recon = predict(module, example)
     signature = infer_signature(example, recon, params={"output": "reconstruction"})
     return mlflow.pyfunc.log_model(
         name="model",

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 
-from aeflow import serving, tracking
+from aeflow import distributed, serving, tracking
 from aeflow.callbacks import LossHistory
 from aeflow.checkpoints import BEST, load_weights
 from aeflow.config import instantiate_datamodule, instantiate_model, to_container
@@ -46,13 +46,18 @@ def train(cfg: DictConfig) -> TrainResult:
     uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
-    experiment_id = tracking.ensure_experiment(client, cfg.mlflow.experiment_name, uri)
-    run = client.create_run(experiment_id, tags=run_tags(cfg))
-    run_id = run.info.run_id
-    tracking.write_run_info(cfg.paths.run_info, run_id, uri, experiment_id)
-    client.log_batch(run_id, params=[
-        mlflow.entities.Param(k, str(v)) for k, v in tracking.flatten(to_container(cfg)).items()
-    ])
+    rank_zero = distributed.is_rank_zero()
+    if rank_zero:
+        experiment_id = tracking.ensure_experiment(client, cfg.mlflow.experiment_name, uri)
+        run = client.create_run(experiment_id, tags=run_tags(cfg))
+        run_id = run.info.run_id
+        tracking.write_run_info(cfg.paths.run_info, run_id, uri, experiment_id)
+        client.log_batch(run_id, params=[
+            mlflow.entities.Param(k, str(v)) for k, v in tracking.flatten(to_container(cfg)).items()
+        ])
+        distributed.share_run_id(run_id)
+    else:  # another data-parallel process (DDP): rank zero alone tracks and writes files
+        run_id = distributed.shared_run_id()
 
     checkpoint = ModelCheckpoint(dirpath=cfg.paths.checkpoints, filename=BEST, monitor="val/loss",
                                  mode="min", save_last=True, enable_version_counter=False)
@@ -62,9 +67,12 @@ def train(cfg: DictConfig) -> TrainResult:
     try:
         trainer.fit(model, datamodule=datamodule)
     except BaseException:
-        client.set_terminated(run_id, "FAILED")
+        if rank_zero:
+            client.set_terminated(run_id, "FAILED")
         raise
     train_time = time.perf_counter() - started
+    if not trainer.is_global_zero:
+        return TrainResult(run_id=run_id or "", best_checkpoint=Path(checkpoint.best_model_path), metrics={})
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("/loss")}
     metrics.update(best_val_loss=float(checkpoint.best_model_score), epochs=trainer.current_epoch,

@@ -1,0 +1,145 @@
+"""`aeflow-encode`: codes and reconstructions for a folder of PNG images or an .npy array.
+
+    aeflow-encode digits/ --model models:/aeflow-mnist@champion --out encoded/
+    aeflow-encode digits.npy --checkpoint models/best.ckpt --params params.yaml --out encoded/
+
+Input: a folder of H x W grayscale PNGs (the model's image size, 28 x 28 for
+MNIST; sorted by name), or an .npy array (N, H, W) / (N, H*W), uint8 in
+0..255 or floats in [0, 1]. Output in --out: codes.npy (N, latent_dim),
+reconstructions.npy (N, H, W) in [0, 1], names.txt (one input name per row)
+and reconstructions/<name>.png.
+
+The model is an MLflow model URI (models:/<name>/<version>, models:/<name>@<alias>,
+runs:/<run_id>/model; resolved against MLFLOW_TRACKING_URI or the project's
+store) or a Lightning checkpoint with the params.yaml it was trained with
+(weights loaded with torch.load(weights_only=True)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from aeflow.errors import AeflowError
+
+log = logging.getLogger(__name__)
+
+Predict = Callable[[np.ndarray, str], np.ndarray]
+
+
+class InputError(AeflowError):
+    """The images to encode cannot be read."""
+
+
+def read_images(source: str | Path) -> tuple[np.ndarray, list[str]]:
+    """float32 (N, H, W) in [0, 1] and a name per image, from a PNG folder or an .npy file."""
+    source = Path(source)
+    if source.is_dir():
+        from PIL import Image
+
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() == ".png")
+        if not files:
+            raise InputError(f"{source}: no .png files")
+        arrays = []
+        for path in files:
+            with Image.open(path) as img:
+                arrays.append(np.asarray(img.convert("L"), dtype=np.uint8))
+        shapes = {a.shape for a in arrays}
+        if len(shapes) != 1:
+            raise InputError(f"{source}: images of different sizes {sorted(shapes)}")
+        return np.stack(arrays).astype(np.float32) / 255.0, [p.stem for p in files]
+    if source.suffix == ".npy" and source.is_file():
+        array = np.load(source, allow_pickle=False)
+        if array.ndim == 2:
+            side = int(round(array.shape[1] ** 0.5))
+            if side * side != array.shape[1]:
+                raise InputError(f"{source}: {array.shape[1]} columns are not a square image")
+            array = array.reshape(len(array), side, side)
+        if array.ndim != 3:
+            raise InputError(f"{source}: expected (N, H, W) or (N, H*W), got shape {array.shape}")
+        if np.issubdtype(array.dtype, np.integer):
+            array = array.astype(np.float32) / 255.0
+        array = array.astype(np.float32)
+        if array.size and (array.min() < 0 or array.max() > 1):
+            raise InputError(f"{source}: float images must be in [0, 1]")
+        return array, [f"{i:05d}" for i in range(len(array))]
+    raise InputError(f"{source}: expected a folder of .png files or an .npy file")
+
+
+def from_model_uri(uri: str, tracking_uri: str | None = None) -> Predict:
+    import mlflow
+
+    from aeflow import tracking
+
+    mlflow.set_tracking_uri(tracking.tracking_uri(tracking_uri))
+    model = mlflow.pyfunc.load_model(uri)
+    return lambda x, output: np.asarray(model.predict(x, params={"output": output}))
+
+
+def from_checkpoint(checkpoint: str | Path, params: str | Path) -> Predict:
+    from aeflow import serving
+    from aeflow.checkpoints import load_weights
+    from aeflow.config import load_params
+
+    cfg = load_params(params, sections=("model", "optimizer"))
+    model = load_weights(cfg, checkpoint)  # torch.load(weights_only=True)
+    return lambda x, output: serving.predict(model, x, output)
+
+
+def encode(images: np.ndarray, names: list[str], predict: Predict, out: str | Path) -> dict[str, Path]:
+    """Write codes, reconstructions and their PNGs for `images` (N, H, W) to `out`."""
+    from PIL import Image
+
+    out = Path(out)
+    (out / "reconstructions").mkdir(parents=True, exist_ok=True)
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    codes = predict(flat, "code")
+    recon = predict(flat, "reconstruction").reshape(images.shape)
+    written = {"codes": out / "codes.npy", "reconstructions": out / "reconstructions.npy",
+               "names": out / "names.txt"}
+    np.save(written["codes"], codes.astype(np.float32))
+    np.save(written["reconstructions"], recon.astype(np.float32))
+    written["names"].write_text("".join(f"{n}\n" for n in names))
+    for name, image in zip(names, recon):
+        Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8), mode="L").save(
+            out / "reconstructions" / f"{name}.png")
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="aeflow-encode", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", help="a folder of PNG images or an .npy array")
+    parser.add_argument("--out", required=True, help="output folder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="MLflow model URI, e.g. models:/aeflow-mnist/1")
+    source.add_argument("--checkpoint", help="Lightning checkpoint, e.g. models/best.ckpt")
+    parser.add_argument("--params", default="params.yaml", help="config of --checkpoint (params.yaml)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI for --model "
+                        "(default: MLFLOW_TRACKING_URI, else the project's store)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    errors: tuple[type[Exception], ...] = (AeflowError, ValueError, OSError)
+    if args.model:
+        from mlflow.exceptions import MlflowException
+
+        errors += (MlflowException,)
+    try:
+        images, names = read_images(args.input)
+        predict = (from_model_uri(args.model, args.tracking_uri) if args.model
+                   else from_checkpoint(args.checkpoint, args.params))
+        written = encode(images, names, predict, args.out)
+    except errors as exc:
+        sys.exit(f"error: {exc}")
+    codes = np.load(written["codes"])
+    print(f"encoded {len(names)} images to codes {codes.shape[1:]} -> {written['codes']}; "
+          f"reconstructions -> {written['reconstructions']} and {Path(args.out) / 'reconstructions'}/")
+
+
+if __name__ == "__main__":
+    main()
