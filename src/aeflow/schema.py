@@ -35,6 +35,7 @@ class PathsConfig:
     eval_metrics: str = "metrics/evaluate.json"
     loss_curve: str = "plots/loss.csv"
     figures: str = "plots/figures"
+    resume: str = ".resume"
 
 
 @dataclass

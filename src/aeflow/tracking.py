@@ -6,11 +6,17 @@ and visualize reopen that run, so one `dvc repro` lands in one MLflow run.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import subprocess
-from collections.abc import Mapping
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +62,137 @@ def tracking_uri(configured: str | None = None) -> str:
     return f"sqlite:///{(project_root() / DEFAULT_STORE).resolve()}"
 
 
+# --- Reliability: fast preflight, a busy-tolerant SQLite store, no secrets in logs ---------------
+
+PREFLIGHT_TIMEOUT_S = 5.0
+SQLITE_BUSY_TIMEOUT_S = 60  # SQLite's default is 5 s: too short for four runs writing at once
+SQLITE_LOCKED_RETRIES = 5
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///...` URI (query string dropped), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
+
+
+def store_uri(uri: str) -> str:
+    """The URI MLflow is given: a SQLite store waits up to 60 s for a lock instead of failing.
+
+    The `timeout` query parameter is pysqlite's busy timeout (SQLAlchemy passes
+    it to sqlite3.connect); an explicit one in the URI is kept.
+    """
+    if sqlite_path(uri) is None or "timeout=" in uri:
+        return uri
+    return f"{uri}{'&' if '?' in uri else '?'}timeout={SQLITE_BUSY_TIMEOUT_S}"
+
+
+def redact_uri(uri: str) -> str:
+    """`https://user:secret@host/x` -> `https://***@host/x`: safe to log or write to a file."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def preflight(uri: str, timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
+    """Fail in seconds, naming the URI, if the tracking store cannot be used.
+
+    MLflow's own client retries HTTP requests with backoff for minutes
+    (MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT); this is
+    one request with a short timeout and no retries, before any training.
+    Any HTTP answer (even 401/404) means a server is there; only a refused
+    connection, a timeout or an unresolvable host fails. A SQLite store's
+    folder must be writable.
+    """
+    shown = redact_uri(uri)
+    db = sqlite_path(uri)
+    if db is not None:
+        folder = db.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise TrackingError(f"MLflow tracking store {shown}: folder {folder} is missing or not writable")
+        return
+    if not uri.startswith(("http://", "https://")):
+        return  # file:, databricks, ...: MLflow's own errors are clear enough
+    health = uri.rstrip("/") + "/health"
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(health, timeout=timeout):  # noqa: S310 (http(s) checked above)
+            pass
+    except urllib.error.HTTPError:
+        pass  # a server answered
+    except OSError as exc:  # refused, timed out, unresolvable (URLError is an OSError)
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(
+            f"Cannot reach the MLflow tracking server {shown} ({reason}; gave up after "
+            f"{time.monotonic() - started:.1f} s). Start the server, fix MLFLOW_TRACKING_URI "
+            "(or mlflow.tracking_uri), or unset it to use the local SQLite store."
+        ) from exc
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise first use of a SQLite store across processes (schema creation, migration).
+
+    Two processes that open a new mlflow.db at once both try to create the
+    tables; an exclusive lock on `<db>.lock` makes the second wait and then
+    find them. The store is switched to WAL journaling, so readers do not
+    block the writer. Other stores: no-op.
+    """
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            _enable_wal(db)
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _enable_wal(db: Path) -> None:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db, timeout=SQLITE_BUSY_TIMEOUT_S) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as exc:  # WAL is an optimisation; the busy timeout is the guarantee
+        log.warning("Could not switch %s to WAL journaling: %s", db, exc)
+
+
+def is_locked_error(exc: BaseException) -> bool:
+    return "database is locked" in str(exc) or "database is busy" in str(exc)
+
+
+def retry_locked(fn, *args, **kwargs):
+    """Call `fn`; on SQLite's "database is locked", wait and retry, then re-raise (never swallow)."""
+    for attempt in range(SQLITE_LOCKED_RETRIES):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not is_locked_error(exc) or attempt == SQLITE_LOCKED_RETRIES - 1:
+                raise
+            log.warning("MLflow store busy (%s); retrying in %d s", exc, 2 ** attempt)
+            time.sleep(2 ** attempt)
+    raise AssertionError("unreachable")
+
+
 def ensure_experiment(client: mlflow.MlflowClient, name: str, uri: str) -> str:
     """The id of experiment `name`, created if missing (artifacts beside a local store)."""
     try:
         exp = client.get_experiment_by_name(name)
     except Exception as exc:  # noqa: BLE001 (any failure here means the store is unusable)
         raise TrackingError(
-            f"Cannot reach the MLflow tracking store {uri}: {type(exc).__name__}: {exc}. "
+            f"Cannot reach the MLflow tracking store {redact_uri(uri)}: {type(exc).__name__}: {exc}. "
             "Start the server or unset MLFLOW_TRACKING_URI to use the local SQLite store."
         ) from exc
     if exp is not None:
@@ -70,7 +200,13 @@ def ensure_experiment(client: mlflow.MlflowClient, name: str, uri: str) -> str:
     location = None
     if uri.startswith("sqlite:"):
         location = (project_root() / ARTIFACTS_DIR).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        exp = client.get_experiment_by_name(name)  # another process created it first
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -117,7 +253,8 @@ def dvc_data_hash(data_path: str, lock_file: str = "dvc.lock") -> str:
 
 
 def write_run_info(path: str | Path, run_id: str, uri: str, experiment_id: str) -> None:
-    write_json(path, {"run_id": run_id, "tracking_uri": uri, "experiment_id": experiment_id})
+    # A DVC output (cached, maybe pushed): never with credentials in it.
+    write_json(path, {"run_id": run_id, "tracking_uri": redact_uri(uri), "experiment_id": experiment_id})
 
 
 def read_run_info(path: str | Path) -> dict[str, str]:
@@ -130,6 +267,8 @@ def read_run_info(path: str | Path) -> dict[str, str]:
 def resume_run(run_info_path: str | Path, configured_uri: str | None = None) -> mlflow.ActiveRun:
     """Reopen the run the train stage created (same store, same run id)."""
     info = read_run_info(run_info_path)
-    uri = tracking_uri(configured_uri)
+    uri = store_uri(tracking_uri(configured_uri))
+    preflight(uri)
     mlflow.set_tracking_uri(uri)
-    return mlflow.start_run(run_id=info["run_id"])
+    with store_lock(uri):
+        return retry_locked(mlflow.start_run, run_id=info["run_id"])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytorch_lightning as pl
@@ -13,13 +15,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import MLFlowLogger
 
 from aeflow import distributed, serving, tracking
 from aeflow.callbacks import LossHistory
-from aeflow.checkpoints import BEST, load_weights
+from aeflow.checkpoints import BEST, LAST, AtomicCheckpointIO, checkpoint_path, load_weights
 from aeflow.config import instantiate_datamodule, instantiate_model, to_container
-from aeflow.io import write_json
+from aeflow.errors import TrackingError, TrainingError
+from aeflow.io import atomic_path, copy_file, write_json, write_text
+from aeflow.recovery import ResumeDir, TolerantMLFlowLogger, checkpoint_epochs, describe_failure
 
 log = logging.getLogger(__name__)
 
@@ -32,64 +35,145 @@ class TrainResult:
     metrics: dict[str, float]
 
 
-def train(cfg: DictConfig) -> TrainResult:
+def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
     """Fit the autoencoder `cfg` describes; log everything to one MLflow run.
 
     Writes the best/last checkpoints, the run id file, the loss curve and the
-    training metrics at the paths in `cfg.paths`.
+    training metrics at the paths in `cfg.paths`. An interrupted run (killed,
+    or the tracking store gone) resumes: see `aeflow.recovery`.
     """
+    uri = tracking.store_uri(tracking.tracking_uri(cfg.mlflow.tracking_uri))
+    tracking.preflight(uri)  # seconds, naming the URI, before any data is read or a run is created
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate_datamodule(cfg)
     datamodule.setup("fit")  # checksums and split sizes fail here, before any tracking or training
     model = instantiate_model(cfg)
 
-    uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
+    resume = ResumeDir.for_config(cfg)
+    ckpt_path = resume.checkpoint()
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
     rank_zero = distributed.is_rank_zero()
     if rank_zero:
-        experiment_id = tracking.ensure_experiment(client, cfg.mlflow.experiment_name, uri)
-        run = client.create_run(experiment_id, tags=run_tags(cfg))
-        run_id = run.info.run_id
-        tracking.write_run_info(cfg.paths.run_info, run_id, uri, experiment_id)
-        client.log_batch(run_id, params=[
-            mlflow.entities.Param(k, str(v)) for k, v in tracking.flatten(to_container(cfg)).items()
-        ])
+        resume.lock()
+        run_id = open_run(client, cfg, uri, resume, ckpt_path)
         distributed.share_run_id(run_id)
     else:  # another data-parallel process (DDP): rank zero alone tracks and writes files
         run_id = distributed.shared_run_id()
 
-    checkpoint = ModelCheckpoint(dirpath=cfg.paths.checkpoints, filename=BEST, monitor="val/loss",
+    # Checkpoints go to the resume folder (DVC deletes paths.checkpoints before a
+    # re-run); they are copied to paths.checkpoints once training has finished.
+    checkpoint = ModelCheckpoint(dirpath=resume.path, filename=BEST, monitor="val/loss",
                                  mode="min", save_last=True, enable_version_counter=False)
-    logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment_name, tracking_uri=uri, run_id=run_id)
-    trainer = build_trainer(cfg, callbacks=[checkpoint, LossHistory(cfg.paths.loss_curve)], logger=logger)
+    history = LossHistory(cfg.paths.loss_curve)
+    logger = TolerantMLFlowLogger(experiment_name=cfg.mlflow.experiment_name, tracking_uri=uri, run_id=run_id)
+    trainer = build_trainer(cfg, callbacks=[checkpoint, history, *callbacks], logger=logger,
+                            plugins=[AtomicCheckpointIO()])
     started = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=datamodule)
-    except BaseException:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except TrainingError:
         if rank_zero:
-            client.set_terminated(run_id, "FAILED")
+            mark_failed(client, run_id)
+            resume.discard()  # diverged: resuming would diverge again
+            resume.release()
+        raise
+    except BaseException as exc:
+        if rank_zero:
+            mark_failed(client, run_id)
+            log.error("Training stopped (%s); the next run with this config resumes from %s",
+                      type(exc).__name__, resume.path)
         raise
     train_time = time.perf_counter() - started
     if not trainer.is_global_zero:
         return TrainResult(run_id=run_id or "", best_checkpoint=Path(checkpoint.best_model_path), metrics={})
 
+    # Publish the checkpoints (atomically) where DVC caches them.
+    best, last = checkpoint_path(cfg, BEST), checkpoint_path(cfg, LAST)
+    copy_file(checkpoint.best_model_path, best)
+    copy_file(resume.last, last)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("/loss")}
+    if history.rows:  # a run resumed after its last epoch has no callback metrics
+        metrics = {**{k: v for k, v in history.rows[-1].items() if k != "epoch"}, **metrics}
     metrics.update(best_val_loss=float(checkpoint.best_model_score), epochs=trainer.current_epoch,
                    train_time_s=round(train_time, 3))
     write_json(cfg.paths.train_metrics, metrics)
-    best = Path(checkpoint.best_model_path)
 
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({"best_val_loss": metrics["best_val_loss"], "train_time_s": train_time})
-        if cfg.mlflow.log_model:
-            log_best_model(cfg, best, datamodule)
+    try:
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics({"best_val_loss": metrics["best_val_loss"], "train_time_s": train_time})
+            if cfg.mlflow.log_model:
+                log_best_model(cfg, best, datamodule)
+    except Exception as exc:  # noqa: BLE001 (reported below with what was kept)
+        logger.failure = logger.failure or exc
+    if logger.failure is not None:
+        raise TrackingError(
+            f"Training finished but logging to the MLflow store {tracking.redact_uri(uri)} failed "
+            f"({describe_failure(logger.failure)}). Nothing trained is lost: the checkpoints are in "
+            f"{cfg.paths.checkpoints}/ and {resume.path}/; once the store is back, `dvc repro` "
+            "resumes from the last checkpoint and finishes logging to the same run."
+        )
+    resume.discard()  # finished: this checkpoint must never be resumed
+    resume.release()
     return TrainResult(run_id=run_id, best_checkpoint=best, metrics=metrics)
 
 
-def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], logger) -> pl.Trainer:
+def open_run(client: mlflow.MlflowClient, cfg: DictConfig, uri: str, resume: ResumeDir,
+             ckpt_path: Path | None) -> str:
+    """The MLflow run this training logs to: the interrupted run it resumes, or a new one.
+
+    A resumed run gets the tags `aeflow.resume_count` and `aeflow.resumed_after_epoch`;
+    if the interrupted run is not in this store, a new run links to it with
+    `aeflow.resumed_from_run`.
+    """
+    with tracking.store_lock(uri):
+        experiment_id = tracking.ensure_experiment(client, cfg.mlflow.experiment_name, uri)
+    state = resume.state()
+    previous = state.get("run_id")
+    epochs_done = checkpoint_epochs(ckpt_path) if ckpt_path else 0
+    run_id = None
+    if previous:
+        try:
+            run_id = tracking.retry_locked(client.get_run, previous).info.run_id
+        except Exception as exc:  # noqa: BLE001 (not in this store: start a new, linked run)
+            log.warning("Interrupted run %s not found in %s (%s)", previous, tracking.redact_uri(uri), exc)
+    resume_tags = {}
+    if previous:
+        resume_tags = {"aeflow.resume_count": str(int(state.get("resume_count", 0)) + 1),
+                       "aeflow.resumed_after_epoch": str(epochs_done)}
+    if run_id:
+        log.warning("Resuming interrupted MLflow run %s after epoch %d from %s",
+                    run_id, epochs_done, ckpt_path or "the start (no complete epoch)")
+        tracking.retry_locked(client.update_run, run_id, status="RUNNING")
+        for key, value in resume_tags.items():
+            tracking.retry_locked(client.set_tag, run_id, key, value)
+    else:
+        tags = run_tags(cfg)
+        if previous:
+            tags.update(resume_tags, **{"aeflow.resumed_from_run": previous})
+            log.warning("Resuming training of run %s after epoch %d in a new run", previous, epochs_done)
+        run_id = tracking.retry_locked(client.create_run, experiment_id, tags=tags).info.run_id
+        params = tracking.flatten(to_container(cfg))
+        params["mlflow.tracking_uri"] = tracking.redact_uri(str(params.get("mlflow.tracking_uri")))
+        params = [mlflow.entities.Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(params), 100):
+            tracking.retry_locked(client.log_batch, run_id, params=params[i : i + 100])
+    resume.write_state(run_id=run_id, tracking_uri=tracking.redact_uri(uri),
+                       resume_count=int(state.get("resume_count", -1)) + 1)
+    tracking.write_run_info(cfg.paths.run_info, run_id, uri, experiment_id)
+    return run_id
+
+
+def mark_failed(client: mlflow.MlflowClient, run_id: str) -> None:
+    try:
+        client.set_terminated(run_id, "FAILED")
+    except Exception as exc:  # noqa: BLE001 (the store may be what failed; the original error matters)
+        log.error("Could not mark MLflow run %s FAILED: %s", run_id, exc)
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], logger, **kwargs: Any) -> pl.Trainer:
     """The Trainer `cfg.trainer` describes (also used by benchmarks/bench.py)."""
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, _convert_="all")
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, _convert_="all", **kwargs)
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
@@ -111,9 +195,13 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
 def log_best_model(cfg: DictConfig, best: Path, datamodule: pl.LightningDataModule) -> None:
     model = load_weights(cfg, best)
     weights = best.with_suffix(".weights.pt")
-    torch.save(model.state_dict(), weights)
+    with atomic_path(weights) as tmp:
+        torch.save(model.state_dict(), tmp)
     config_file = Path(cfg.paths.checkpoints) / "config.yaml"
-    config_file.write_text(OmegaConf.to_yaml(cfg))
+    logged = OmegaConf.create(to_container(cfg))
+    logged.mlflow.tracking_uri = tracking.redact_uri(str(cfg.mlflow.tracking_uri)) \
+        if cfg.mlflow.tracking_uri else None  # a logged artifact: never with credentials
+    write_text(config_file, OmegaConf.to_yaml(logged))
     images, _ = datamodule.splits["val"]
     example = (images[:4].reshape(4, -1).float() / 255.0).cpu().numpy()
     serving.log_model(model, config_file, weights, example)
