@@ -1,0 +1,134 @@
+"""Fixtures for the team workflow tests: real servers on free ports, one shared pipeline run.
+
+`team_project` runs the real pipeline once (a slice of real MNIST, one short
+epoch) in a temporary clone, tracking to a real `mlflow server` and
+registering the model; the serving, registry, CLI, UI and remote-data tests
+all read that one run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import FAST, clone_project, compose, ran_stages
+
+MODEL_NAME = "aeflow-mnist"
+BIN = Path(sys.executable).parent
+
+
+def env_for(tracking_uri: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment a user's shell would have: the venv first on PATH, and only the given store."""
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", **extra)
+    for var in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        env.pop(var, None)
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return env
+
+
+def run(cwd: Path, *cmd: str, tracking_uri: str | None = None, timeout: int = 900,
+        check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env_for(tracking_uri), capture_output=True, text=True,
+                          timeout=timeout)
+    if check:
+        assert proc.returncode == 0, (f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                                      f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+
+def start_server(cmd: list[str], port: int, log: Path, cwd: Path, ready_path: str = "/health",
+                 tracking_uri: str | None = None, attempts: int = 600) -> Server:
+    """Start `cmd` (which listens on 127.0.0.1:port) and wait until `ready_path` answers 200."""
+    url = f"http://127.0.0.1:{port}"
+    handle = log.open("w")
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env_for(tracking_uri), stdout=handle,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    for _ in range(attempts):  # polls until the server answers (it loads MLflow, maybe torch)
+        if proc.poll() is not None:
+            pytest.fail(f"{' '.join(cmd)} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url + ready_path, timeout=5) as resp:  # noqa: S310
+                if resp.status == 200:
+                    return Server(url, proc, log)
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    stop_server(Server(url, proc, log))
+    pytest.fail(f"{' '.join(cmd)} did not answer on {url}{ready_path}:\n{log.read_text()[-4000:]}")
+
+
+def stop_server(server: Server) -> None:
+    if server.proc.poll() is None:
+        os.killpg(server.proc.pid, 15)  # the server's own process group (it forks workers)
+        try:
+            server.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.proc.pid, 9)
+            server.proc.wait()
+
+
+@dataclass
+class TrackingServer(Server):
+    backend_uri: str
+    artifacts: Path
+
+
+@pytest.fixture(scope="session")
+def tracking_server(tmp_path_factory) -> Iterator[TrackingServer]:
+    """A real `mlflow server`: SQLite backend, proxied artifacts in a local folder, 127.0.0.1 only."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    backend = f"sqlite:///{root / 'server.db'}"
+    artifacts = root / "artifacts"
+    port = free_port()
+    server = start_server(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", backend, "--artifacts-destination", str(artifacts), "--workers", "1"],
+        port, root / "server.log", cwd=root)
+    yield TrackingServer(server.url, server.proc, server.log, backend, artifacts)
+    stop_server(server)
+
+
+@dataclass
+class TeamProject:
+    path: Path
+    tracking_uri: str
+    repro_output: str
+
+
+@pytest.fixture(scope="session")
+def team_project(tmp_path_factory, mnist_mirror, tracking_server) -> TeamProject:
+    """A clone that ran `dvc repro` once against the tracking server, model registered, results committed."""
+    project = clone_project(tmp_path_factory.mktemp("team-project"))
+    compose(project, f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", *FAST,
+            f"mlflow.register_model={MODEL_NAME}")
+    out = run(project, "dvc", "repro", tracking_uri=tracking_server.url)
+    output = out.stdout + out.stderr
+    assert ran_stages(output) == {"download", "train", "evaluate", "visualize"}, output[-3000:]
+    # What a user commits after a run: dvc.lock, params, metrics (outs live in DVC's cache).
+    run(project, "git", "add", "-A")
+    run(project, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "trained")
+    return TeamProject(project, tracking_server.url, output)

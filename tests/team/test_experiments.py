@@ -1,0 +1,67 @@
+"""A queued sweep (`dvc exp run --queue -S 'model.latent_dim=choice(...)'`, `dvc queue start -j 2`).
+
+Queued experiments run in temporary copies under .dvc/tmp/exps/; each must
+land its MLflow run in the project's one store (`<root>/mlflow.db`), tagged
+with its DVC experiment name, and find the data in DVC's cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+import mlflow
+import pytest
+
+from tests.team.conftest import run
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+SIZES = (8, 16)
+
+
+def wait_for_queue(project, polls: int = 400) -> str:
+    for _ in range(polls):  # each poll is a `dvc queue status` call plus a pause
+        status = run(project, "dvc", "queue", "status").stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        time.sleep(3)
+    pytest.fail(f"the queue did not drain:\n{status}")
+
+
+def test_queued_sweep_lands_every_experiment_in_the_project_store(team_project):
+    project = team_project.path
+    sizes = ",".join(map(str, SIZES))
+    out = run(project, "dvc", "exp", "run", "--queue", "-S", f"model.latent_dim=choice({sizes})")
+    assert (out.stdout + out.stderr).count("Queued experiment") == len(SIZES), out.stdout + out.stderr
+    run(project, "dvc", "queue", "start", "-j", "2")
+    status = wait_for_queue(project)
+    assert status.count("Success") == len(SIZES) and "Failed" not in status, status
+
+    shown = run(project, "dvc", "exp", "show", "--csv", "--no-pager").stdout
+    rows = [r for r in csv.DictReader(io.StringIO(shown)) if r["typ"] == "branch_commit"]
+    assert sorted(int(r["model.latent_dim"]) for r in rows) == list(SIZES), shown
+    assert all(float(r["test.sq_err_per_image"]) > 0 for r in rows), shown
+    names = {r["Experiment"] for r in rows}
+
+    # The runs are in the project's store, not in the experiments' throwaway folders.
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("autoencoder")
+    runs = client.search_runs([experiment.experiment_id])
+    assert {r.data.tags.get("dvc_exp_name") for r in runs} == names
+    head = run(project, "git", "rev-parse", "HEAD").stdout.strip()
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["dvc_baseline_rev"] == head
+        assert r.data.tags["git_commit"] != "unknown"
+        assert r.data.metrics["test/sq_err_per_image"] > 0
+        assert r.data.params["model.latent_dim"] in {str(s) for s in SIZES}
+        figures = {a.path for a in client.list_artifacts(r.info.run_id, "figures")}
+        assert "figures/reconstructions.png" in figures
+        assert r.info.artifact_uri.startswith((project / "mlartifacts").as_uri())
+    assert not list((project / ".dvc" / "tmp").rglob("mlflow.db"))
+    # The data came from DVC's cache: no experiment ran the download stage.
+    for name in names:
+        logs = run(project, "dvc", "queue", "logs", name).stdout
+        assert "Running stage 'train'" in logs and "Running stage 'download'" not in logs, logs[-2000:]
