@@ -52,7 +52,13 @@ def instantiate_datamodule(cfg: DictConfig, **kwargs: Any):
 def instantiate_model(cfg: DictConfig):
     from hydra.utils import instantiate
 
-    return instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all")
+    # `scheduler` is optional (configs written before it existed have none).
+    schedule = cfg.get("scheduler") or {}
+    factory = schedule.get("lr_scheduler")
+    extra = {}
+    if factory is not None:
+        extra = {"scheduler": instantiate(factory), "scheduler_interval": schedule.get("interval", "step")}
+    return instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all", **extra)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import pytorch_lightning as pl
@@ -12,6 +13,9 @@ from torch import nn
 from aeflow.errors import TrainingError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+SCHEDULER_INTERVALS = ("step", "epoch")
+NOISES = ("gaussian", "mask")
 
 
 def reconstruction_loss(name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -40,12 +44,19 @@ class Autoencoder(pl.LightningModule):
         optimizer: OptimizerFactory,
         latent_dim: int,
         loss: str = "mse",
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "step",
     ) -> None:
         super().__init__()
-        # The networks and optimizer factory are rebuilt from config, not pickled.
-        self.save_hyperparameters(ignore=["encoder", "decoder", "optimizer"])
+        # The networks, optimizer and schedule factories are rebuilt from config, not pickled.
+        self.save_hyperparameters(ignore=["encoder", "decoder", "optimizer", "scheduler"])
         self.encoder, self.decoder = encoder, decoder
         self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        if scheduler_interval not in SCHEDULER_INTERVALS:
+            raise ValueError(f"scheduler interval {scheduler_interval!r}; "
+                             f"allowed: {list(SCHEDULER_INTERVALS)}")
+        self.scheduler_interval = scheduler_interval
         self.loss_name = loss
         reconstruction_loss(loss, torch.zeros(1), torch.zeros(1))  # fail fast on a bad name
 
@@ -58,18 +69,62 @@ class Autoencoder(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
+    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's training input for clean images `x`: `x` itself here (see DenoisingAutoencoder)."""
+        return x
+
     def _common_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, _ = batch
-        loss = reconstruction_loss(self.loss_name, self.decoder(self.encoder(x)), x)
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"{stage} loss became {loss.item()} at epoch {self.current_epoch}, "
-                f"step {self.global_step}: training diverged. Lower optimizer.lr "
-                "or enable gradient clipping (trainer.gradient_clip_val)."
-            )
+        # Only training sees corrupted inputs; validation and test score clean reconstructions.
+        inputs = self.corrupt(x) if stage == "train" else x
+        loss = reconstruction_loss(self.loss_name, self.decoder(self.encoder(inputs)), x)
+        self._check_finite(loss, stage)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(x))
         return loss
+
+    # A non-finite loss stops training with an error naming its epoch and step.
+    # On the CPU every step is checked at once (free: no device to wait for). On
+    # an accelerator a per-step check would make the host wait for the device
+    # every step, so losses are kept on the device and checked together every
+    # `finite_check_every_n_steps` steps and at each epoch's end: training stops
+    # at most that many steps late, still naming the first bad step.
+    finite_check_every_n_steps: int | None = None  # None: 1 on the CPU, 100 elsewhere
+
+    def _check_finite(self, loss: torch.Tensor, stage: str) -> None:
+        every = self.finite_check_every_n_steps
+        if every is None:
+            every = 1 if loss.device.type == "cpu" else 100
+        pending = self.__dict__.setdefault("_pending_losses", [])
+        pending.append((loss.detach(), stage, self.current_epoch, self.global_step))
+        if len(pending) >= every:
+            self._flush_finite_checks()
+
+    def _flush_finite_checks(self) -> None:
+        pending = self.__dict__.get("_pending_losses")
+        if not pending:
+            return
+        self._pending_losses = []
+        losses = torch.stack([p[0] for p in pending])
+        finite = torch.isfinite(losses)
+        if bool(finite.all()):  # one host-device sync for the whole window
+            return
+        first = int((~finite).nonzero()[0, 0])
+        _, stage, epoch, step = pending[first]
+        raise TrainingError(
+            f"{stage} loss became {losses[first].item()} at epoch {epoch}, "
+            f"step {step}: training diverged. Lower optimizer.lr "
+            "or enable gradient clipping (trainer.gradient_clip_val)."
+        )
+
+    def on_train_epoch_end(self) -> None:
+        self._flush_finite_checks()
+
+    def on_validation_epoch_end(self) -> None:
+        self._flush_finite_checks()  # before ModelCheckpoint saves (on_validation_end)
+
+    def on_test_epoch_end(self) -> None:
+        self._flush_finite_checks()
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._common_step(batch, "train")
@@ -80,8 +135,65 @@ class Autoencoder(pl.LightningModule):
     def test_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._common_step(batch, "test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(params=self.parameters())
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, **self._schedule_length(self.scheduler_factory))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+
+    def _schedule_length(self, factory: SchedulerFactory) -> dict[str, int]:
+        """The schedule's length, known only once the trainer is attached.
+
+        OneCycleLR's `total_steps` and CosineAnnealingLR's `T_max` count the
+        scheduler's steps: optimizer steps for interval "step"
+        (`trainer.estimated_stepping_batches`, which accounts for
+        limit_train_batches, accumulation and devices), epochs for "epoch".
+        """
+        if self.scheduler_interval == "step":
+            length = int(self.trainer.estimated_stepping_batches)
+        else:
+            length = int(self.trainer.max_epochs)
+        params = inspect.signature(getattr(factory, "func", factory)).parameters
+        preset = getattr(factory, "keywords", {})
+        return {k: length for k in ("total_steps", "T_max") if k in params and preset.get(k) is None}
+
+
+class DenoisingAutoencoder(Autoencoder):
+    """Learns to rebuild clean images from corrupted ones (Vincent et al., 2008).
+
+    `noise`: "gaussian" adds N(0, noise_level^2) to every pixel and clips to [0, 1];
+    "mask" sets each pixel to 0 with probability `noise_level`. The corruption
+    is applied in training_step only: `forward`, validation and test see clean
+    images, so the evaluate stage scores clean reconstructions.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        optimizer: OptimizerFactory,
+        latent_dim: int,
+        loss: str = "mse",
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "step",
+        noise: str = "gaussian",
+        noise_level: float = 0.3,
+    ) -> None:
+        # Explicit arguments (not *args): the config schema checks keys against this signature.
+        super().__init__(encoder, decoder, optimizer, latent_dim, loss, scheduler, scheduler_interval)
+        if noise not in NOISES:
+            raise ValueError(f"unknown noise {noise!r}; allowed: {list(NOISES)}")
+        if not 0 <= noise_level or (noise == "mask" and noise_level >= 1):
+            raise ValueError(f"noise_level={noise_level}: must be >= 0 (and < 1 for mask)")
+        self.noise, self.noise_level = noise, noise_level
+
+    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
+        if self.noise == "gaussian":
+            return (x + self.noise_level * torch.randn_like(x)).clamp_(0.0, 1.0)
+        keep = torch.rand_like(x) >= self.noise_level
+        return x * keep
 
 
 def parameter_count(module: nn.Module) -> int:

@@ -1,4 +1,9 @@
-"""Encoder and decoder networks: plain nn.Modules, built from config by Hydra."""
+"""Encoder and decoder networks: plain nn.Modules, built from config by Hydra.
+
+Every encoder maps (B, C, H, W) images to (B, latent_dim) codes and every
+decoder maps codes back to (B, C, H, W) *logits*; the LightningModule applies
+the output sigmoid. `latent_dim` is the one code-size parameter of every pair.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,15 @@ from torch import nn
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
     "tanh": nn.Tanh,
     "gelu": nn.GELU,
+    "silu": nn.SiLU,
     "identity": nn.Identity,
 }
+# Normalisation after each hidden linear/conv layer (before its activation).
+NORMS = ("none", "batch", "layer")
 
 
 def activation(name: str) -> nn.Module:
@@ -23,12 +33,31 @@ def activation(name: str) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}") from None
 
 
-def mlp(dims: Sequence[int], hidden_activation: str, last_activation: str) -> nn.Sequential:
-    """Linear layers through `dims`, `hidden_activation` between them, `last_activation` at the end."""
+_act = activation  # for classes whose `activation` argument shadows the function
+
+
+def _norm(name: str, features: int, conv: bool = False) -> list[nn.Module]:
+    if name == "none":
+        return []
+    if name == "batch":
+        return [nn.BatchNorm2d(features) if conv else nn.BatchNorm1d(features)]
+    if name == "layer":
+        return [nn.GroupNorm(1, features) if conv else nn.LayerNorm(features)]
+    raise ValueError(f"unknown norm {name!r}; allowed: {list(NORMS)}")
+
+
+def mlp(dims: Sequence[int], hidden_activation: str, last_activation: str,
+        norm: str = "none") -> nn.Sequential:
+    """Linear layers through `dims`, `hidden_activation` between them, `last_activation` at the end.
+
+    `norm` (batch | layer) goes after every hidden linear layer, never after the last one.
+    """
     layers: list[nn.Module] = []
     for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
         layers.append(nn.Linear(d_in, d_out))
         last = i == len(dims) - 2
+        if not last:
+            layers.extend(_norm(norm, d_out))
         layers.append(activation(last_activation if last else hidden_activation))
     return nn.Sequential(*layers)
 
@@ -43,9 +72,10 @@ class MLPEncoder(nn.Module):
         latent_dim: int = 128,
         activation: str = "sigmoid",
         code_activation: str = "sigmoid",
+        norm: str = "none",
     ) -> None:
         super().__init__()
-        self.net = mlp([in_features, *hidden, latent_dim], activation, code_activation)
+        self.net = mlp([in_features, *hidden, latent_dim], activation, code_activation, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))  # (B, in_features) -> (B, latent_dim)
@@ -60,11 +90,92 @@ class MLPDecoder(nn.Module):
         hidden: Sequence[int] = (256,),
         out_features: int = 784,
         activation: str = "sigmoid",
+        norm: str = "none",
     ) -> None:
         super().__init__()
-        self.net = mlp([latent_dim, *hidden, out_features], activation, "identity")
+        self.net = mlp([latent_dim, *hidden, out_features], activation, "identity", norm)
         side = int(round(out_features**0.5))
         self.out_shape = (1, side, side) if side * side == out_features else (out_features,)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).view(-1, *self.out_shape)  # (B, 1, H, W) logits
+
+
+def _conv_side(side: int, n_layers: int) -> int:
+    """Side of the feature map after `n_layers` stride-2, kernel-3, padding-1 convolutions."""
+    for _ in range(n_layers):
+        side = (side + 1) // 2
+    return side
+
+
+class ConvEncoder(nn.Module):
+    """(B, C, H, W) images -> (B, latent_dim) codes: stride-2 3x3 convolutions, then a linear layer.
+
+    Each conv halves the side (28 -> 14 -> 7 with two layers); `channels` lists
+    the output channels of each.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        channels: Sequence[int] = (32, 64),
+        latent_dim: int = 32,
+        activation: str = "relu",
+        code_activation: str = "identity",
+        norm: str = "none",
+    ) -> None:
+        super().__init__()
+        if not channels:
+            raise ValueError("channels: need at least one convolution")
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for c_out in channels:
+            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1),
+                       *_norm(norm, c_out, conv=True), _act(activation)]
+            c_in = c_out
+        side = _conv_side(image_size, len(channels))
+        layers += [nn.Flatten(), nn.Linear(c_in * side * side, latent_dim),
+                   _act(code_activation)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, C, H, W) -> (B, latent_dim)
+
+
+class ConvDecoder(nn.Module):
+    """(B, latent_dim) codes -> (B, C, H, W) logits: a linear layer, then stride-2 transposed convs.
+
+    Mirrors ConvEncoder: `channels` is given in the encoder's order (e.g. [32, 64])
+    and walked backwards, each transposed convolution doubling the side; the
+    output is cropped to `image_size` where the encoder rounded odd sides up.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 32,
+        channels: Sequence[int] = (32, 64),
+        out_channels: int = 1,
+        image_size: int = 28,
+        activation: str = "relu",
+        norm: str = "none",
+    ) -> None:
+        super().__init__()
+        if not channels:
+            raise ValueError("channels: need at least one convolution")
+        rev = list(channels)[::-1]
+        self.image_size = image_size
+        self.start = (rev[0], _conv_side(image_size, len(channels)))
+        self.fc = nn.Sequential(nn.Linear(latent_dim, rev[0] * self.start[1] ** 2), _act(activation))
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(rev, rev[1:]):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1),
+                       *_norm(norm, c_out, conv=True), _act(activation)]
+        layers.append(nn.ConvTranspose2d(rev[-1], out_channels, 3, stride=2, padding=1,
+                                         output_padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        channels, side = self.start
+        out = self.net(self.fc(z).view(-1, channels, side, side))
+        return out[..., : self.image_size, : self.image_size]  # (B, C, H, W) logits
