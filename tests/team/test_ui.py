@@ -1,0 +1,78 @@
+"""The MLflow UI in a real browser (Debian's headless Chromium driven by Playwright).
+
+`mlflow ui` over the tracking server's store (what `make ui` does for the
+local store) shows the run's test metric and its reconstruction image. The
+screenshot is saved in the test's folder, and also to $AEFLOW_UI_SCREENSHOT
+when set (that is how docs/mlflow_ui.png is made).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+from PIL import Image
+from playwright.sync_api import sync_playwright  # a missing package fails collection: CI installs it
+
+from tests.team.conftest import BIN, free_port, start_server, stop_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's `chromium` package; never a downloaded browser
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 180_000  # the single-page app loads slowly on a busy 2-core machine
+
+
+def test_run_page_shows_test_metric_and_reconstructions(team_project, tracking_server, tmp_path):
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} not found: `apt-get install -y chromium` (.ci/run installs it)")
+    run_id = json.loads((team_project.path / "models/run.json").read_text())["run_id"]
+    run = mlflow.MlflowClient(tracking_server.url).get_run(run_id)
+    metric = run.data.metrics["test/sq_err_per_image"]
+    stored = next(tracking_server.artifacts.rglob("figures/reconstructions.png"))
+    with Image.open(stored) as img:
+        size = list(img.size)
+
+    port = free_port()
+    ui = start_server(
+        [str(BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", tracking_server.backend_uri,
+         "--artifacts-destination", str(tracking_server.artifacts)],
+        port, tmp_path / "ui.log", cwd=tmp_path)
+    page_url = f"{ui.url}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    screenshot = tmp_path / "mlflow_ui.png"
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            context = browser.new_context(viewport={"width": 1280, "height": 800})
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(page_url)
+            # Overview: the metrics table, filtered to the test metric.
+            page.get_by_placeholder("Search metrics").fill("test/sq_err_per_image")
+            row = page.locator("[role=row], tr").filter(has_text="test/sq_err_per_image").first
+            row.wait_for()
+            assert repr(metric)[:8] in row.inner_text(), row.inner_text()
+            close = page.get_by_role("button", name="Close")  # the assistant side panel, if shown
+            if close.count():
+                close.first.click()
+            # Artifacts: the reconstruction figure, fetched from the server and decoded by the browser.
+            page.goto(f"{page_url}/artifacts/figures/reconstructions.png")
+            image = page.locator("img.rc-image-img").first
+            image.wait_for()
+            page.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=image.element_handle())
+            assert image.evaluate("e => [e.naturalWidth, e.naturalHeight]") == size
+            page.get_by_text("figures/reconstructions.png").first.wait_for()
+            page.screenshot(path=str(screenshot))
+            browser.close()
+    finally:
+        stop_server(ui)
+    with Image.open(screenshot) as shot:
+        assert shot.size == (1280, 800)
+    if os.environ.get("AEFLOW_UI_SCREENSHOT"):
+        shutil.copy(screenshot, os.environ["AEFLOW_UI_SCREENSHOT"])
