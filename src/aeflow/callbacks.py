@@ -7,6 +7,8 @@ import io
 from pathlib import Path
 
 import pytorch_lightning as pl
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import EarlyStopping
 
 from aeflow.io import write_text
 
@@ -41,3 +43,16 @@ class LossHistory(pl.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.rows = list(state_dict.get("rows", []))
+
+
+def configured_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """The optional callbacks the `callbacks:` config section switches on.
+
+    Early stopping watches val/loss, the metric the best checkpoint is chosen by,
+    so the kept models/best.ckpt is the best epoch whether or not it stops early.
+    """
+    stop = (cfg.get("callbacks") or {}).get("early_stopping") or {}
+    if not stop.get("enabled", False):
+        return []
+    return [EarlyStopping(monitor="val/loss", mode="min", patience=int(stop.get("patience", 10)),
+                          min_delta=float(stop.get("min_delta", 0.0)))]

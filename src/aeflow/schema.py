@@ -70,23 +70,30 @@ class SourceConfig:
 # with a new network or optimizer means adding it here.
 ALLOWED_TARGETS: dict[str, tuple[str, ...]] = {
     "data": ("aeflow.data.datamodule.IDXDataModule",),
-    "model": ("aeflow.models.autoencoder.Autoencoder",),
-    "model.encoder": ("aeflow.models.components.MLPEncoder",),
-    "model.decoder": ("aeflow.models.components.MLPDecoder",),
+    "model": ("aeflow.models.autoencoder.Autoencoder", "aeflow.models.autoencoder.DenoisingAutoencoder"),
+    "model.encoder": ("aeflow.models.components.MLPEncoder", "aeflow.models.components.ConvEncoder"),
+    "model.decoder": ("aeflow.models.components.MLPDecoder", "aeflow.models.components.ConvDecoder"),
+    "scheduler.lr_scheduler": ("torch.optim.lr_scheduler.OneCycleLR",
+                               "torch.optim.lr_scheduler.CosineAnnealingLR"),
     "optimizer": ("torch.optim.RMSprop", "torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD"),
     "trainer": ("pytorch_lightning.Trainer",),
 }
 # Arguments the stages pass at instantiation time, never from config.
 INJECTED: dict[str, set[str]] = {
     "data": {"data_dir", "seed"},
-    "model": {"optimizer"},
+    "model": {"optimizer", "scheduler", "scheduler_interval"},
+    # The schedule's length is filled in by the model from the trainer.
+    "scheduler.lr_scheduler": {"optimizer", "total_steps", "T_max", "epochs", "steps_per_epoch"},
     "optimizer": {"params"},
     "trainer": {"callbacks", "logger", "default_root_dir", "enable_checkpointing"},
 }
 # Non-argument keys a node may carry: `source` is read by the download stage.
 EXTRA_KEYS: dict[str, set[str]] = {"data": {"source"}}
 DATA_FILE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
-SECTIONS = ("seed", "paths", "mlflow", "data", "model", "optimizer", "trainer")
+SECTIONS = ("seed", "paths", "mlflow", "data", "model", "optimizer", "trainer",
+            "scheduler", "callbacks")
+# Sections a config may leave out (configs written before they existed).
+OPTIONAL_SECTIONS = {"performance", "scheduler", "callbacks"}
 
 
 def _structured(key: str, schema: type, value: Any) -> None:
@@ -175,6 +182,69 @@ def _positive(cfg: DictConfig, key: str, kind: type = int) -> None:
         raise ConfigError(f"{key}={value!r}: must be a positive {kind.__name__}")
 
 
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = False
+    patience: int = 10
+    min_delta: float = 0.0
+
+
+@dataclass
+class CallbacksConfig:
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+
+
+SCHEDULER_KEYS = ("interval", "lr_scheduler")
+
+
+def _check_schedule_and_callbacks(cfg: DictConfig, sections: set[str]) -> None:
+    """`scheduler: {interval: step|epoch, lr_scheduler: null | <allowed _target_>}` and `callbacks`."""
+    if "scheduler" in sections and cfg.get("scheduler") is not None:
+        node = cfg.scheduler
+        if not isinstance(node, DictConfig) or set(node) - set(SCHEDULER_KEYS):
+            extra = sorted(set(node) - set(SCHEDULER_KEYS)) if isinstance(node, DictConfig) else node
+            raise ConfigError(f"scheduler: unknown key(s) {extra}; allowed: {', '.join(SCHEDULER_KEYS)}")
+        if node.get("interval", "step") not in ("step", "epoch"):
+            raise ConfigError(f"scheduler.interval={node.interval!r}: allowed: step, epoch")
+        if node.get("lr_scheduler") is not None:
+            _check_target_node("scheduler.lr_scheduler", node.lr_scheduler)
+            sched = node.lr_scheduler
+            if "OneCycleLR" in sched._target_ and node.get("interval", "step") != "step":
+                raise ConfigError("scheduler.interval=epoch: OneCycleLR must step per batch; "
+                                  "allowed: step")
+            if "max_lr" in sched:
+                _positive(cfg, "scheduler.lr_scheduler.max_lr", float)
+            pct = sched.get("pct_start", 0.3)
+            if not 0 < pct < 1:
+                raise ConfigError(f"scheduler.lr_scheduler.pct_start={pct}: must be in (0, 1)")
+    if "callbacks" in sections and cfg.get("callbacks") is not None:
+        _structured("callbacks", CallbacksConfig, cfg.callbacks)
+        stop = cfg.callbacks.get("early_stopping") or {}
+        if stop.get("patience", 1) < 1:
+            raise ConfigError(f"callbacks.early_stopping.patience={stop.patience}: must be >= 1")
+        if stop.get("min_delta", 0.0) < 0:
+            raise ConfigError(f"callbacks.early_stopping.min_delta={stop.min_delta}: must be >= 0")
+
+
+def _check_model_choices(cfg: DictConfig) -> None:
+    """Names the networks look up (activation, norm, noise), checked before anything is built."""
+    from aeflow.models.autoencoder import NOISES
+    from aeflow.models.components import ACTIVATIONS, NORMS
+
+    for part in ("encoder", "decoder"):
+        node = cfg.model.get(part) or {}
+        for key in ("activation", "code_activation"):
+            if key in node and node[key] not in ACTIVATIONS:
+                raise ConfigError(f"model.{part}.{key}={node[key]!r}: allowed: {', '.join(ACTIVATIONS)}")
+        if "norm" in node and node.norm not in NORMS:
+            raise ConfigError(f"model.{part}.norm={node.norm!r}: allowed: {', '.join(NORMS)}")
+    if "noise" in cfg.model and cfg.model.noise not in NOISES:
+        raise ConfigError(f"model.noise={cfg.model.noise!r}: allowed: {', '.join(NOISES)}")
+    level = cfg.model.get("noise_level")
+    if level is not None and (level < 0 or (cfg.model.get("noise") == "mask" and level >= 1)):
+        raise ConfigError(f"model.noise_level={level}: must be >= 0 (and < 1 for noise=mask)")
+
+
 def _check_values(cfg: DictConfig, sections: set[str]) -> None:
     if "data" in sections:
         _positive(cfg, "data.batch_size")
@@ -183,6 +253,7 @@ def _check_values(cfg: DictConfig, sections: set[str]) -> None:
         _positive(cfg, "model.latent_dim")
         if cfg.model.get("loss") not in ("mse", "bce"):
             raise ConfigError(f"model.loss={cfg.model.get('loss')!r}: allowed: mse, bce")
+        _check_model_choices(cfg)
     if "optimizer" in sections:
         _positive(cfg, "optimizer.lr", float)
         for key in ("weight_decay", "momentum"):
@@ -190,6 +261,9 @@ def _check_values(cfg: DictConfig, sections: set[str]) -> None:
                 raise ConfigError(f"optimizer.{key}={cfg.optimizer[key]}: must be >= 0")
     if "trainer" in sections:
         _positive(cfg, "trainer.max_epochs")
+        clip = cfg.trainer.get("gradient_clip_val")
+        if clip is not None and (isinstance(clip, bool) or clip < 0):
+            raise ConfigError(f"trainer.gradient_clip_val={clip!r}: must be >= 0 or null")
 
 
 def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
@@ -204,7 +278,7 @@ def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
     unknown = set(cfg.keys()) - set(SECTIONS)
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {sorted(unknown)}; allowed: {', '.join(SECTIONS)}")
-    missing = {s.split(".")[0] for s in sections} - set(cfg.keys())
+    missing = {s.split(".")[0] for s in sections} - set(cfg.keys()) - OPTIONAL_SECTIONS
     if missing:
         raise ConfigError(f"missing top-level section(s) {sorted(missing)}")
     if "seed" in sections and (isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int)):
@@ -225,4 +299,5 @@ def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
     for key in ("data", "model", "optimizer", "trainer"):
         if key in sections:
             _check_target_node(key, cfg[key])
+    _check_schedule_and_callbacks(cfg, sections)
     _check_values(cfg, sections)

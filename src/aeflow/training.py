@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from aeflow import distributed, serving, tracking
-from aeflow.callbacks import LossHistory
+from aeflow.callbacks import LossHistory, configured_callbacks
 from aeflow.checkpoints import BEST, LAST, AtomicCheckpointIO, checkpoint_path, load_weights
 from aeflow.config import instantiate_datamodule, instantiate_model, to_container
 from aeflow.errors import TrackingError, TrainingError
@@ -67,7 +67,8 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
                                  mode="min", save_last=True, enable_version_counter=False)
     history = LossHistory(cfg.paths.loss_curve)
     logger = TolerantMLFlowLogger(experiment_name=cfg.mlflow.experiment_name, tracking_uri=uri, run_id=run_id)
-    trainer = build_trainer(cfg, callbacks=[checkpoint, history, *callbacks], logger=logger,
+    trainer = build_trainer(cfg, callbacks=[checkpoint, history, *configured_callbacks(cfg),
+                                            *callbacks], logger=logger,
                             plugins=[AtomicCheckpointIO()])
     started = time.perf_counter()
     try:
