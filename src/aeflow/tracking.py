@@ -115,8 +115,12 @@ def preflight(uri: str, timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
     db = sqlite_path(uri)
     if db is not None:
         folder = db.parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise TrackingError(f"MLflow tracking store {shown}: folder {folder} is missing or not writable")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(f"MLflow tracking store {shown}: cannot create {folder} ({exc})") from exc
+        if not os.access(folder, os.W_OK):
+            raise TrackingError(f"MLflow tracking store {shown}: folder {folder} is not writable")
         return
     if not uri.startswith(("http://", "https://")):
         return  # file:, databricks, ...: MLflow's own errors are clear enough

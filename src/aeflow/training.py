@@ -12,11 +12,10 @@ from typing import Any
 import mlflow
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from aeflow import distributed, serving, tracking
+from aeflow import distributed, performance, serving, tracking
 from aeflow.callbacks import LossHistory, configured_callbacks
 from aeflow.checkpoints import BEST, LAST, AtomicCheckpointIO, checkpoint_path, load_weights
 from aeflow.config import instantiate_datamodule, instantiate_model, to_container
@@ -47,12 +46,13 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate_datamodule(cfg)
     datamodule.setup("fit")  # checksums and split sizes fail here, before any tracking or training
-    model = instantiate_model(cfg)
+    model = performance.compile_model(cfg, instantiate_model(cfg))
 
     resume = ResumeDir.for_config(cfg)
     ckpt_path = resume.checkpoint()
     mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(uri)
+    with tracking.store_lock(uri):  # the client creates a new SQLite store: parallel experiments race
+        client = mlflow.MlflowClient(uri)
     rank_zero = distributed.is_rank_zero()
     if rank_zero:
         resume.lock()
@@ -64,10 +64,14 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
     # Checkpoints go to the resume folder (DVC deletes paths.checkpoints before a
     # re-run); they are copied to paths.checkpoints once training has finished.
     checkpoint = ModelCheckpoint(dirpath=resume.path, filename=BEST, monitor="val/loss",
-                                 mode="min", save_last=True, enable_version_counter=False)
+                                 mode="min", enable_version_counter=False)
+    # Every epoch's end (Lightning's save_last only saves when the best improved); after
+    # `checkpoint` in the list, so it holds the best-so-far state of this same epoch.
+    latest = ModelCheckpoint(dirpath=resume.path, filename=LAST, monitor=None, save_top_k=1,
+                             every_n_epochs=1, enable_version_counter=False)
     history = LossHistory(cfg.paths.loss_curve)
     logger = TolerantMLFlowLogger(experiment_name=cfg.mlflow.experiment_name, tracking_uri=uri, run_id=run_id)
-    trainer = build_trainer(cfg, callbacks=[checkpoint, history, *configured_callbacks(cfg),
+    trainer = build_trainer(cfg, callbacks=[checkpoint, latest, history, *configured_callbacks(cfg),
                                             *callbacks], logger=logger,
                             plugins=[AtomicCheckpointIO()])
     started = time.perf_counter()
@@ -173,8 +177,8 @@ def mark_failed(client: mlflow.MlflowClient, run_id: str) -> None:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], logger, **kwargs: Any) -> pl.Trainer:
-    """The Trainer `cfg.trainer` describes (also used by benchmarks/bench.py)."""
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, _convert_="all", **kwargs)
+    """The Trainer `cfg.trainer` describes, with the `performance:` switches applied."""
+    return performance.build_trainer(cfg, callbacks, logger, **kwargs)
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:

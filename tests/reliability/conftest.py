@@ -1,0 +1,109 @@
+"""Fixtures for fault-injection tests: stage processes on tiny data, and a real DVC project copy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from omegaconf import OmegaConf
+
+from aeflow.config import compose
+from tests.conftest import REPO, make_synthetic_idx
+from tests.helpers import FAST, clone_project, sh
+
+PYTHON_BIN = str(Path(sys.executable).parent)
+# Small, quiet training on the tiny synthetic data (120 train / 40 test images).
+TINY = ["trainer.max_epochs=2", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+        "trainer.log_every_n_steps=1", "data.batch_size=16", "data.val_size=20"]
+
+
+def stage_env(**extra: str) -> dict[str, str]:
+    """The environment DVC would give a stage: this venv first, no tracking URI from the caller."""
+    env = dict(os.environ, PATH=f"{PYTHON_BIN}:{os.environ['PATH']}", PYTHONUNBUFFERED="1")
+    for var in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
+        env.pop(var, None)
+    env.update(extra)
+    return env
+
+
+def frozen_env(project: Path, **extra: str) -> dict[str, str]:
+    """stage_env that imports aeflow from the copy's src/: code edited meanwhile cannot change the run."""
+    return stage_env(PYTHONPATH=str(project / "src"), **extra)
+
+
+def dvc(project: Path, *args: str, check: bool = True) -> str:
+    proc = subprocess.run(["dvc", *args], cwd=project, env=frozen_env(project), capture_output=True,
+                          text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 or not check, f"dvc {' '.join(args)} failed:\n{out[-3000:]}"
+    return out
+
+
+def write_params(project: Path, overrides: list[str], data_dir: Path | None = None,
+                 files: dict | None = None, edit=None) -> None:
+    """Compose conf/ with `overrides` into `project/params.yaml` (what `dvc exp run -S` does)."""
+    cfg = compose(overrides, conf_dir=REPO / "conf")
+    if data_dir is not None:
+        cfg.paths.data = str(data_dir)
+        cfg.data.files = files
+    if edit is not None:
+        OmegaConf.set_struct(cfg, False)
+        edit(cfg)
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "params.yaml").write_text(OmegaConf.to_yaml(cfg))
+
+
+def run_stage(project: Path, stage: str = "train", timeout: float = 600, **env: str):
+    """`python -m aeflow.stages.<stage>` in `project`, as DVC runs it; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", f"aeflow.stages.{stage}"], cwd=project,
+                          env=stage_env(**env), capture_output=True, text=True, timeout=timeout)
+
+
+def store_runs(db: Path, experiment: str = "autoencoder") -> list:
+    """Every run in the SQLite store `db` (none if the store or experiment does not exist)."""
+    if not db.exists():
+        return []
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def logged_models(client: mlflow.MlflowClient, run_id: str) -> set[str]:
+    """Names of the models a run logged (MLflow 3 keeps them as LoggedModels, not run artifacts)."""
+    run = client.get_run(run_id)
+    models = client.search_logged_models([run.info.experiment_id],
+                                         filter_string=f"source_run_id = '{run_id}'")
+    return {m.name for m in models}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> tuple[Path, dict]:
+    folder = tmp_path_factory.mktemp("tiny-data")
+    return folder, make_synthetic_idx(folder, n_train=120, n_test=40)
+
+
+@pytest.fixture(scope="session")
+def downloaded_project(tmp_path_factory, mnist_mirror) -> Path:
+    """A clone of the project (git + DVC) whose download stage has run; copy it, do not change it."""
+    project = clone_project(tmp_path_factory.mktemp("base-project"))
+    write_params(project, [f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", *FAST])
+    sh(project, "dvc", "repro", "download")
+    sh(project, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "data")
+    return project
+
+
+def copy_project(base: Path, dest: Path) -> Path:
+    shutil.copytree(base, dest, symlinks=True)
+    return dest

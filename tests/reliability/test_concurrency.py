@@ -1,0 +1,87 @@
+"""Concurrent runs writing to one SQLite store: every run ends FINISHED with all it logged.
+
+The store does not exist when the runs start, so they also race to create
+its schema (serialised by `tracking.store_lock`). Writers wait on SQLite's
+lock (60 s busy timeout) instead of failing; an error that outlasts it fails
+the stage (the test would see a non-zero exit), it is never swallowed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+
+from tests.reliability.conftest import (
+    TINY,
+    copy_project,
+    dvc,
+    logged_models,
+    stage_env,
+    store_runs,
+    write_params,
+)
+
+N_RUNS = 4
+
+
+@pytest.mark.slow
+def test_four_processes_log_to_one_new_sqlite_store(tiny_data, tmp_path):
+    folder, files = tiny_data
+    db = tmp_path / "shared" / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    procs = []
+    for seed in range(N_RUNS):
+        project = tmp_path / f"run{seed}"
+        write_params(project, [*TINY, f"seed={seed}"], folder, files)
+        cmd = f"{sys.executable} -m aeflow.stages.train && {sys.executable} -m aeflow.stages.evaluate"
+        procs.append((project, subprocess.Popen(["bash", "-c", cmd], cwd=project, text=True,
+                                                env=stage_env(MLFLOW_TRACKING_URI=uri),
+                                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)))
+    for _, proc in procs:
+        out, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, out[-3000:]
+
+    runs = store_runs(db)
+    assert len(runs) == N_RUNS
+    client = mlflow.MlflowClient(uri)
+    for project, _ in procs:
+        run_id = json.loads((project / "models/run.json").read_text())["run_id"]
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert len(client.get_metric_history(run_id, "val/loss")) == 2  # one per epoch
+        assert {"best_val_loss", "train_time_s", "test/sq_err_per_image"} <= set(run.data.metrics)
+        assert logged_models(client, run_id) == {"model"}
+    assert len({r.data.params["seed"] for r in runs}) == N_RUNS
+
+
+@pytest.mark.slow
+def test_four_queued_experiments_two_at_a_time(downloaded_project, tmp_path):
+    project = copy_project(downloaded_project, tmp_path / "project")
+    for seed in range(N_RUNS):
+        dvc(project, "exp", "run", "--queue", "-n", f"seed{seed}", "-S", f"seed={seed}", "train")
+    dvc(project, "queue", "start", "-j", "2")
+    deadline = time.monotonic() + 900
+    try:
+        while True:
+            status = dvc(project, "queue", "status")
+            if "Queued" not in status and "Running" not in status:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(3)
+    finally:
+        dvc(project, "queue", "stop", check=False)
+    assert status.count("Success") == N_RUNS, status
+
+    # Queued experiments ran in .dvc/tmp/exps/...; their runs all landed in the project's store.
+    runs = store_runs(project / "mlflow.db")
+    assert sorted(r.data.tags.get("dvc_exp_name", "") for r in runs) == [f"seed{s}" for s in range(N_RUNS)]
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert {"best_val_loss", "train_time_s", "train/loss", "val/loss"} <= set(run.data.metrics)
+        assert logged_models(client, run.info.run_id) == {"model"}

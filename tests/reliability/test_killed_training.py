@@ -1,0 +1,224 @@
+"""Killed training resumes from its last checkpoint, in the same MLflow run, and loses nothing.
+
+The slow test SIGKILLs the real train stage under `dvc repro` mid-epoch and
+re-runs `dvc repro`. The in-process tests crash a run mid-epoch (an exception
+from a callback) and check that the resumed run ends with exactly the weights
+of an uninterrupted one, and that stale checkpoints are never resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import psutil
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from aeflow.checkpoints import AtomicCheckpointIO
+from aeflow.config import compose
+from aeflow.recovery import ResumeDir
+from aeflow.training import train
+from tests.conftest import REPO
+from tests.helpers import ran_stages
+from tests.reliability.conftest import (
+    TINY,
+    copy_project,
+    dvc,
+    frozen_env,
+    logged_models,
+    store_runs,
+    write_params,
+)
+
+EPOCHS = 4
+
+
+def _kill_train_stage(repro: subprocess.Popen, resume_root: Path, timeout: float = 600) -> int:
+    """Wait for the first epoch's checkpoint, then SIGKILL the train stage's process mid-epoch."""
+    deadline = time.monotonic() + timeout
+    while not list(resume_root.glob("*/last.ckpt")):
+        assert repro.poll() is None, f"dvc repro ended before any checkpoint:\n{repro.stdout.read()}"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next epoch
+    stages = [p for p in psutil.Process(repro.pid).children(recursive=True)
+              if "aeflow.stages.train" in " ".join(p.cmdline())]
+    assert len(stages) == 1, stages
+    os.kill(stages[0].pid, signal.SIGKILL)
+    return stages[0].pid
+
+
+@pytest.mark.slow
+def test_sigkilled_train_stage_resumes_on_next_repro(downloaded_project, mnist_mirror, tmp_path):
+    project = copy_project(downloaded_project, tmp_path / "project")
+    write_params(project, [f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", f"trainer.max_epochs={EPOCHS}",
+                           "trainer.limit_train_batches=120", "trainer.limit_val_batches=4",
+                           "trainer.enable_progress_bar=false"])
+    proc = subprocess.Popen(["dvc", "repro", "train"], cwd=project, env=frozen_env(project), text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    _kill_train_stage(proc, project / ".resume")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out
+
+    # What the kill left: a complete checkpoint to resume from, an unfinished run, no finished outputs.
+    [kept] = list((project / ".resume").glob("*/last.ckpt"))
+    assert torch.load(kept, weights_only=True)["epoch"] < EPOCHS - 1
+    [killed_run] = store_runs(project / "mlflow.db")
+    assert killed_run.info.status == "RUNNING"
+    assert not (project / "metrics/train.json").exists()
+    assert not list(project.rglob("*.tmp")), "a temporary file was left behind"
+
+    out = dvc(project, "repro")
+    assert ran_stages(out) == {"train", "evaluate", "visualize"}
+    assert "Resuming interrupted MLflow run" in out
+
+    metrics = json.loads((project / "metrics/train.json").read_text())
+    assert metrics["epochs"] == EPOCHS
+    rows = (project / "plots/loss.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == [str(e) for e in range(EPOCHS)], rows
+    [run] = store_runs(project / "mlflow.db")
+    assert run.info.run_id == killed_run.info.run_id
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["aeflow.resume_count"] == "1"
+    assert 1 <= int(run.data.tags["aeflow.resumed_after_epoch"]) < EPOCHS
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    assert len(client.get_metric_history(run.info.run_id, "val/loss")) >= EPOCHS
+    assert "test/sq_err_per_image" in run.data.metrics
+    assert logged_models(client, run.info.run_id) == {"model"}
+    assert "figures" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    # Finished: the resume folder is gone, so nothing can resume this run again.
+    assert not list((project / ".resume").glob("*/last.ckpt"))
+    assert ran_stages(dvc(project, "repro")) == set()
+
+
+# --- in process: resumed == uninterrupted, stale checkpoints are never resumed ---------------------
+
+
+class CrashAt(pl.Callback):
+    """Stands in for a kill: raises mid-epoch, after some checkpoints were written."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise RuntimeError("simulated crash")
+
+
+def tiny(tmp: Path, data, *overrides: str):
+    folder, files = data
+    cfg = compose([*TINY, "trainer.max_epochs=3", *overrides], conf_dir=REPO / "conf")
+    cfg.paths.data, cfg.data.files = str(folder), files
+    for key in ("checkpoints", "run_info", "train_metrics", "eval_metrics", "loss_curve", "figures",
+                "resume"):
+        cfg.paths[key] = str(tmp / cfg.paths[key])
+    cfg.mlflow.tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    cfg.mlflow.log_model = False
+    return cfg
+
+
+def state_dict(path) -> dict:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_data):
+    cfg = tiny(tmp_path_factory.mktemp("uninterrupted"), tiny_data)
+    return cfg, train(cfg)
+
+
+def test_crashed_run_resumes_to_the_same_weights_in_the_same_run(uninterrupted, tiny_data, tmp_path):
+    ref_cfg, ref = uninterrupted
+    cfg = tiny(tmp_path, tiny_data)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, callbacks=[CrashAt(epoch=1, batch=3)])
+    client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
+    crashed = json.loads(Path(cfg.paths.run_info).read_text())["run_id"]
+    assert client.get_run(crashed).info.status == "FAILED"
+    resume = ResumeDir.for_config(cfg)
+    assert resume.checkpoint() is not None
+
+    result = train(cfg)
+    assert result.run_id == crashed
+    run = client.get_run(crashed)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["aeflow.resumed_after_epoch"] == "1"
+    assert result.metrics["epochs"] == 3
+    for name in ("best.ckpt", "last.ckpt"):
+        got, want = state_dict(Path(cfg.paths.checkpoints) / name), state_dict(
+            Path(ref_cfg.paths.checkpoints) / name)
+        assert all(torch.equal(got[k], want[k]) for k in want), f"{name} differs from an uninterrupted run"
+    assert Path(cfg.paths.loss_curve).read_text() == Path(ref_cfg.paths.loss_curve).read_text()
+    assert not resume.path.exists()
+
+
+def test_stale_checkpoints_are_never_resumed(uninterrupted, tiny_data, tmp_path):
+    # A finished run leaves nothing to resume: the same config trains again from the start.
+    ref_cfg, ref = uninterrupted
+    assert not ResumeDir.for_config(ref_cfg).path.exists()
+
+    # A crashed run's checkpoint is not resumed by a different config...
+    cfg = tiny(tmp_path, tiny_data)
+    with pytest.raises(RuntimeError):
+        train(cfg, callbacks=[CrashAt(epoch=1, batch=0)])
+    other = tiny(tmp_path, tiny_data, "optimizer.lr=0.02")
+    assert ResumeDir.for_config(other).key != ResumeDir.for_config(cfg).key
+    result = train(other)
+    run = mlflow.MlflowClient(other.mlflow.tracking_uri).get_run(result.run_id)
+    assert "aeflow.resumed_after_epoch" not in run.data.tags
+
+    # ...and a checkpoint that does not load weights-only (truncated) is ignored, not resumed.
+    resume = ResumeDir.for_config(cfg)
+    blob = resume.last.read_bytes()
+    resume.last.write_bytes(blob[: len(blob) // 2])
+    assert resume.checkpoint() is None
+    result = train(cfg)
+    assert result.metrics["epochs"] == 3
+    run = mlflow.MlflowClient(cfg.mlflow.tracking_uri).get_run(result.run_id)
+    assert run.data.tags["aeflow.resumed_after_epoch"] == "0"  # same run, restarted from the start
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, target)
+
+    def killed_mid_write(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"\x80\x02partial")
+        raise KeyboardInterrupt  # as if killed here
+
+    monkeypatch.setattr(torch, "save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, target)
+    assert torch.equal(io.load_checkpoint(target)["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+# --- determinism -------------------------------------------------------------------------------------
+
+
+def test_same_config_and_seed_give_identical_test_metrics_other_seed_differs(uninterrupted, tiny_data,
+                                                                             tmp_path):
+    from aeflow.checkpoints import load_weights
+    from aeflow.config import instantiate_datamodule
+    from aeflow.evaluation import evaluate
+
+    def test_metrics(cfg) -> dict:
+        return evaluate(cfg, load_weights(cfg, Path(cfg.paths.checkpoints) / "best.ckpt"),
+                        instantiate_datamodule(cfg))
+
+    ref_cfg, _ = uninterrupted
+    same = tiny(tmp_path / "same", tiny_data)
+    train(same)
+    other_seed = tiny(tmp_path / "seed", tiny_data, "seed=7")
+    train(other_seed)
+    reference = test_metrics(ref_cfg)
+    assert test_metrics(same) == reference  # exactly, not approximately
+    assert test_metrics(other_seed)["test"]["mse"] != reference["test"]["mse"]
