@@ -13,25 +13,10 @@ from omegaconf import OmegaConf
 from aeflow import serving
 from aeflow.checkpoints import load_weights
 from aeflow.config import compose
-from aeflow.distributed import is_rank_zero
 from tests.conftest import REPO, make_synthetic_idx
 from tests.team.conftest import run
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.mark.parametrize(("env", "zero"), [
-    ({}, True),
-    ({"LOCAL_RANK": "0"}, True),
-    ({"LOCAL_RANK": "1"}, False),  # a child of Lightning's DDP launcher
-    ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),  # first process of the second node
-    ({"RANK": "0", "LOCAL_RANK": "0"}, True),  # torchrun
-    ({"RANK": "3", "LOCAL_RANK": "1"}, False),
-    ({"SLURM_PROCID": "2"}, False),
-    ({"SLURM_PROCID": "0"}, True),
-])
-def test_rank_zero_from_launcher_environment(env, zero):
-    assert is_rank_zero(env) is zero
 
 
 def test_two_process_ddp_logs_once_and_the_model_loads(tmp_path: Path):

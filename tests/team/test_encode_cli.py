@@ -9,25 +9,9 @@ import pytest
 from PIL import Image
 
 from aeflow.data.idx import read_idx
-from aeflow.encode import InputError, read_images
 from tests.team.conftest import BIN, MODEL_NAME, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-
-def test_read_images_rejects_what_it_cannot_encode(tmp_path):
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no .png"):
-        read_images(tmp_path / "empty")
-    np.save(tmp_path / "bad.npy", np.zeros((2, 5, 5, 5)))
-    with pytest.raises(InputError, match="shape"):
-        read_images(tmp_path / "bad.npy")
-    np.save(tmp_path / "range.npy", np.full((2, 4, 4), 3.0))
-    with pytest.raises(InputError, match=r"\[0, 1\]"):
-        read_images(tmp_path / "range.npy")
-    np.save(tmp_path / "ok.npy", np.full((2, 16), 255, dtype=np.uint8))
-    images, names = read_images(tmp_path / "ok.npy")
-    assert images.shape == (2, 4, 4) and images.max() == 1.0 and names == ["00000", "00001"]
 
 
 def test_encode_png_folder_from_registry_and_npy_from_checkpoint(team_project, tmp_path):

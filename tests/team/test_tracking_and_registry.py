@@ -10,32 +10,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from aeflow import registry, tracking
 from tests.team.conftest import MODEL_NAME
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-
-def test_project_root_is_dvc_root_or_the_main_repository(tmp_path, monkeypatch):
-    main = tmp_path / "repo"
-    workspace = main / ".dvc" / "tmp" / "exps" / "tmpabc123"
-    workspace.mkdir(parents=True)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(workspace)
-    assert tracking.project_root() == main.resolve()  # a queued experiment's throwaway copy
-    assert tracking.tracking_uri() == f"sqlite:///{main.resolve() / 'mlflow.db'}"
-    monkeypatch.chdir(main)
-    assert tracking.project_root() == main.resolve()
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # what DVC sets for every stage command
-    monkeypatch.chdir(workspace)
-    assert tracking.project_root() == tmp_path.resolve()
-
-
-def test_metric_tags_are_every_numeric_leaf():
-    tags = registry.metric_tags({"test": {"mse": 0.5, "by_digit": {"3": 2}, "name": "x", "ok": True}})
-    assert tags == {"test.mse": "0.5", "test.by_digit.3": "2.0"}
-    assert "test.sq_err_per_image = 3" in registry.describe({"test.sq_err_per_image": "3.0"}, "r1")
 
 
 def _the_run(client: mlflow.MlflowClient, project: Path):
