@@ -8,7 +8,7 @@ UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env run test test-fast lint ui bench params clean
+.PHONY: env run test test-fast lint ui bench bench-pipeline params clean
 
 env: $(STAMP)
 
@@ -29,6 +29,15 @@ test: $(STAMP)
 ## unit tests only
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration and not slow"
+
+## training speed: Lightning vs a hand-written loop, matmul peak, data wait, stage start-up
+## (a few minutes on a CPU; results in bench-results/). e.g. make bench BENCH_ARGS="--threads 1"
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+## pipeline overhead: a fresh `dvc repro` vs its training time, and a no-op `dvc repro` (temp copy)
+bench-pipeline: $(STAMP)
+	$(BIN)/python benchmarks/pipeline.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -334,14 +334,16 @@ print(json.dumps({{"imports_s": t1 - t0, "config_s": t2 - t1,
 
 
 def stage_startup(stage: str, repeats: int) -> dict[str, Any]:
-    sections = '("paths", "data.source")' if stage == "download" else ""
+    sections = 'sections=("paths", "data.source")' if stage == "download" else ""
     code = STARTUP_PROBE.format(mods=stage_imports(stage), sections=sections)
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     walls, probes = [], []
     for _ in range(repeats):
         t = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
-                             text=True, check=True).stdout
+        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"stage {stage} start-up probe failed:\n{proc.stderr[-2000:]}")
+        out = proc.stdout
         walls.append(time.perf_counter() - t)
         probes.append(json.loads(out.strip().splitlines()[-1]))
     return {"stage": stage, "process_s": median(walls),

@@ -16,10 +16,15 @@ fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 COMMON=(--device cuda --tracking csv --data-dir /tmp/mnist --mirror "file://$PWD/.gpudata/" --no-startup
         --batches "${BATCHES:-215}" --repeats "${REPEATS:-3}" --matmul-n 8192)
-run() { local name=$1; shift; echo "== $name: $*"; timeout "${STEP_TIMEOUT:-150}" python3 benchmarks/bench.py "${COMMON[@]}" "$@" --json "$OUT/$name.json" 2>&1 | grep -v "^\s*$" | grep -v "it/s\]" | tail -25; }
-run bf16 "$@"                                   # trainer=gpu: bf16-mixed, data on the GPU
-run fp32 --precision 32-true "$@"               # plain fp32
-run tf32 --precision 32-true --tf32 "$@"        # fp32 with TF32 matmuls
-run bf16_b4096 --batch-size 4096 --batches 13 "$@"  # large batches: launch overhead amortised
-[ -n "${COMPILE:-}" ] && run bf16_compile --override performance.compile=true "$@"
+run() { local name=$1; shift; echo "== $name: $*"; timeout "${STEP_TIMEOUT:-150}" python3 benchmarks/bench.py "${COMMON[@]}" "$@" --json "$OUT/$name.json" 2>&1 | grep -v "^\s*$" | grep -v "it/s\]" | sed "/^{\$/,\$d" | tail -12; }
+RUNS=${RUNS:-bf16 fp32 tf32 bf16_b4096}  # pick some: RUNS="bf16 fp32" bash benchmarks/gpu_run.sh
+for r in $RUNS; do
+  case $r in
+    bf16) run bf16 "$@" ;;                                     # trainer=gpu: bf16-mixed, data on the GPU
+    fp32) run fp32 --precision 32-true "$@" ;;                 # plain fp32
+    tf32) run tf32 --precision 32-true --tf32 "$@" ;;          # fp32 with TF32 matmuls
+    bf16_b4096) run bf16_b4096 --batch-size 4096 --batches 13 "$@" ;;  # launch overhead amortised
+    bf16_compile) run bf16_compile --override performance.compile=true "$@" ;;
+  esac
+done
 ls -la "$OUT"

@@ -1,0 +1,117 @@
+"""Pipeline overhead: a fresh `dvc repro` against the training it runs, and a no-op `dvc repro`.
+
+In a temporary copy of the project (never in the working tree), with MNIST
+already in data/raw (copied from this checkout or a local mirror):
+
+1. `dvc repro download` (verifies the files in place), timed;
+2. `dvc repro` (train, evaluate, visualize), timed; the train stage's own
+   training time is read from metrics/train.json (train_time_s);
+3. `dvc repro` again with nothing to do, `--noop-repeats` times (median).
+
+Prints a table and the JSON (also written to `--json`).
+
+    python benchmarks/pipeline.py                       # the default config (20 epochs)
+    python benchmarks/pipeline.py --override trainer.max_epochs=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LOCAL_MIRROR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
+
+
+def sh(cwd: Path, *cmd: str) -> tuple[float, str]:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    took = time.perf_counter() - t
+    if proc.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return took, proc.stdout + proc.stderr
+
+
+def copy_project(dest: Path) -> None:
+    """The project's files (tracked, or untracked and not ignored) in a fresh git repository."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    for generated in ("dvc.lock", "metrics", "plots", "models", "data", "reports", ".resume"):
+        path = dest / generated
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    sh(dest, "git", "init", "-q")
+    sh(dest, "git", "add", "-A")
+    sh(dest, "git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "bench")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--override", action="append", default=[], help="Hydra override for params.yaml")
+    parser.add_argument("--noop-repeats", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    parser.add_argument("--json", default=str(REPO / "bench-results" / "pipeline.json"))
+    args = parser.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="aeflow-pipeline-"))
+    try:
+        copy_project(tmp)
+        raw = tmp / "data" / "raw"
+        if (REPO / "data" / "raw").is_dir():
+            shutil.copytree(REPO / "data" / "raw", raw)
+        overrides = list(args.override)
+        if LOCAL_MIRROR.is_dir():
+            overrides.append(f"data.source.mirrors=[{LOCAL_MIRROR.as_uri()}/]")
+        sh(tmp, sys.executable, "-m", "aeflow.config", *overrides)
+        download_s, _ = sh(tmp, "dvc", "repro", "download")
+        rest_s, out = sh(tmp, "dvc", "repro")
+        train = json.loads((tmp / "metrics" / "train.json").read_text())
+        noop = [sh(tmp, "dvc", "repro")[0] for _ in range(args.noop_repeats)]
+        noop_out = sh(tmp, "dvc", "repro")[1]
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    total = download_s + rest_s
+    train_s = float(train["train_time_s"])
+    result = {
+        "overrides": overrides,
+        "download_s": download_s,
+        "train_evaluate_visualize_s": rest_s,
+        "fresh_repro_s": total,
+        "train_time_s": train_s,
+        "epochs": train.get("epochs"),
+        "fresh_over_train_plus_download": total / (train_s + download_s),
+        "overhead_s": total - train_s - download_s,
+        "noop_repro_s": statistics.median(noop),
+        "noop_ran_nothing": "Running stage" not in noop_out,
+        "stages_ran": [ln.split("'")[1] for ln in out.splitlines() if ln.startswith("Running stage")],
+    }
+    print(f"fresh dvc repro: {total:.1f} s (download {download_s:.1f} s, then train+evaluate+visualize "
+          f"{rest_s:.1f} s); training itself {train_s:.1f} s for {train.get('epochs')} epochs")
+    print(f"fresh / (training + download): {result['fresh_over_train_plus_download']:.2f}x   "
+          f"overhead {result['overhead_s']:.1f} s")
+    print(f"no-op dvc repro: {result['noop_repro_s']:.2f} s (median of {len(noop)}), "
+          f"ran nothing: {result['noop_ran_nothing']}")
+    print(json.dumps(result, indent=1))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
