@@ -70,7 +70,7 @@ def tiny_cfg(tmp_path: Path, synthetic_data):
     cfg.data.files = files
     cfg.paths.data = str(folder)
     for key in ("checkpoints", "run_info", "train_metrics", "eval_metrics", "loss_curve", "figures",
-                "resume"):
+                "resume", "eval_details", "per_digit", "report_html", "report_md"):
         cfg.paths[key] = str(tmp_path / "out" / cfg.paths[key])
     cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     return cfg

@@ -12,7 +12,9 @@ from tests.conftest import REPO
 
 # A small slice of real MNIST: one short epoch.
 FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=20", "trainer.limit_val_batches=4",
-        "trainer.enable_progress_bar=false"]
+        "trainer.enable_progress_bar=false",
+        # Evaluation probes fitted on fewer training codes (the test set stays the full 10k).
+        "evaluate.probe_train_size=2000", "visualize.map_points=2000"]
 
 
 def sh(cwd: Path, *cmd: str) -> str:

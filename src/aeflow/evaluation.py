@@ -1,24 +1,54 @@
-"""Scoring a trained model on the test set, beside PCA with the same code size."""
+"""What the codes are worth: the test set scored for reconstruction, feature quality and
+compression, always beside PCA with the same code size (and raw pixels for the probes).
+
+`evaluate` returns three things the evaluate stage writes:
+- `metrics`: the compact DVC metrics file (what `dvc exp show` and MLflow show);
+- `details`: per-digit tables for every metric, the worst-reconstructed test
+  images, and the probe settings (a plain JSON, not a DVC metric);
+- `per_digit_rows`: the per-digit squared error as DVC plot rows (bar chart).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from aeflow.metrics import ReconstructionMeter
+from aeflow import metrics as M
 from aeflow.pca import PCA
+from aeflow.schema import EvaluateConfig
 
 log = logging.getLogger(__name__)
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+Fn = Callable[[torch.Tensor], torch.Tensor]
+
+MODEL, PCA_KEY, PIXELS, COMPRESSION = "test", "pca", "pixels", "compression"
+NAMES = {MODEL: "autoencoder", PCA_KEY: "PCA", PIXELS: "raw pixels"}
+
+
+def settings(cfg: DictConfig, name: str, schema: type):
+    """The `name:` config section as its schema dataclass (defaults where the section is absent)."""
+    section = cfg.get(name)
+    return schema(**OmegaConf.to_container(section, resolve=True)) if section else schema()
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict
+    details: dict
+    per_digit_rows: list[dict]
+
+
+# --- kept for callers of the first version ---------------------------------------------------------
 
 
 @torch.no_grad()
 def score_model(model: torch.nn.Module, batches: Batches) -> dict:
-    meter = ReconstructionMeter()
+    meter = M.ReconstructionMeter()
     for x, y in batches:
         meter.update(model(x), x, y)
     return meter.summary()
@@ -26,7 +56,7 @@ def score_model(model: torch.nn.Module, batches: Batches) -> dict:
 
 @torch.no_grad()
 def score_pca(pca: PCA, batches: Batches) -> dict:
-    meter = ReconstructionMeter()
+    meter = M.ReconstructionMeter()
     for x, y in batches:
         meter.update(pca.decode(pca.encode(x)).view_as(x), x, y)
     return meter.summary()
@@ -37,15 +67,120 @@ def fit_pca(train_images: torch.Tensor, n_components: int) -> PCA:
     return PCA(n_components).fit(train_images.double() / 255.0)
 
 
-def evaluate(cfg: DictConfig, model: torch.nn.Module, datamodule) -> dict:
-    """Test-set metrics of `model` and of PCA at the same code size."""
-    datamodule.setup("test")
-    pca = fit_pca(datamodule.splits["train"][0], int(cfg.model.latent_dim))
-    results = {
-        "latent_dim": int(cfg.model.latent_dim),
-        "test": score_model(model, datamodule.test_dataloader()),
-        "pca": score_pca(pca, datamodule.test_dataloader()),
+# --- the full evaluation -----------------------------------------------------------------------------
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W) -> float (N, 1, H, W) in [0, 1], as the data module serves them."""
+    return images.unsqueeze(1).float() / 255.0
+
+
+@torch.no_grad()
+def in_batches(fn: Fn, x: torch.Tensor, batch: int = 2048) -> torch.Tensor:
+    return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+
+def probe_subset(n_train: int, size: int, seed: int) -> torch.Tensor:
+    """Sorted indices of a seeded subsample of `size` training images (all if size >= n_train)."""
+    if size >= n_train:
+        return torch.arange(n_train)
+    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
+    return perm[:size].sort().values
+
+
+@torch.no_grad()
+def score_codes(encode: Fn, decode: Fn, train_x: torch.Tensor, train_y: torch.Tensor,
+                test_x: torch.Tensor, test_y: torch.Tensor, config: EvaluateConfig):
+    """Everything measured on one encoder/decoder pair; returns (summary, by_digit, sq_err per image)."""
+    codes = in_batches(encode, test_x)
+    recon = in_batches(decode, codes).view_as(test_x)
+    summary, by_digit, sq = M.reconstruction_metrics(recon, test_x, test_y)
+    train_codes = in_batches(encode, train_x)
+    summary[M.KNN] = M.knn_accuracy(train_codes, train_y, codes, test_y, config.knn_k)
+    summary[M.LOGREG] = M.logreg_accuracy(train_codes, train_y, codes, test_y, config.logreg_max_iter)
+    # Compression: the same decoder fed the code after a float16 or 8-bit round trip.
+    half = in_batches(decode, M.float16_roundtrip(codes).to(codes.dtype)).view_as(test_x)
+    summary[M.SQ_ERR_FP16] = float(M.sq_err_per_image(half.double(), test_x.double()).mean())
+    quantizer = M.Int8Quantizer().fit(train_codes)
+    dequant = quantizer.dequantize(quantizer.quantize(codes)).to(codes.dtype)
+    int8 = in_batches(decode, dequant).view_as(test_x)
+    summary[M.SQ_ERR_INT8] = float(M.sq_err_per_image(int8.double(), test_x.double()).mean())
+    return summary, by_digit, sq
+
+
+def worst_images(sq: torch.Tensor, labels: torch.Tensor, n: int) -> list[dict]:
+    """The `n` test images with the highest squared error: index, digit, error (highest first)."""
+    top = sq.topk(min(n, len(sq)))
+    return [{"index": int(i), "digit": int(labels[i]), M.SQ_ERR: round(float(e), 4)}
+            for e, i in zip(top.values, top.indices)]
+
+
+def evaluate_splits(model: torch.nn.Module, pca: PCA, train: tuple[torch.Tensor, torch.Tensor],
+                    test: tuple[torch.Tensor, torch.Tensor], config: EvaluateConfig,
+                    seed: int = 0) -> EvaluationResult:
+    """Score `model` and `pca` on uint8 splits (images (N, H, W), labels (N,))."""
+    pick = probe_subset(len(train[1]), config.probe_train_size, seed)
+    train_x, train_y = to_float(train[0][pick]), train[1][pick]
+    test_x, test_y = to_float(test[0]), test[1]
+    model.eval()
+
+    def pca_encode(x: torch.Tensor) -> torch.Tensor:
+        return pca.encode(x).float()
+
+    def pca_decode(z: torch.Tensor) -> torch.Tensor:
+        return pca.decode(z).float()
+
+    test_m, digits_m, sq_m = score_codes(model.encode, model.decode, train_x, train_y, test_x, test_y,
+                                         config)
+    test_p, digits_p, _ = score_codes(pca_encode, pca_decode, train_x, train_y, test_x, test_y, config)
+    pixels = {
+        M.KNN: M.knn_accuracy(train_x, train_y, test_x, test_y, config.knn_k),
+        M.LOGREG: M.logreg_accuracy(train_x, train_y, test_x, test_y, config.logreg_max_iter),
     }
-    log.info("test squared error per image: model %.3f, PCA %.3f",
-             results["test"]["sq_err_per_image"], results["pca"]["sq_err_per_image"])
-    return results
+    test_m[M.BY_DIGIT] = {d: v[M.SQ_ERR] for d, v in digits_m.items()}
+    code_size = pca.k
+    metrics = {
+        "latent_dim": code_size,
+        MODEL: test_m,
+        PCA_KEY: test_p,
+        PIXELS: pixels,
+        COMPRESSION: M.code_bytes(code_size, test_x[0].numel()),
+    }
+    details = {
+        "by_digit": {MODEL: digits_m, PCA_KEY: digits_p},
+        "worst": worst_images(sq_m, test_y, config.worst_n),
+        "probes": {**asdict(config), "probe_train_images": len(pick), "test_images": len(test_y),
+                   "knn": "Euclidean k nearest neighbours, majority vote",
+                   "logreg": "multinomial logistic regression on standardised features, L-BFGS, L2 1e-4",
+                   "int8": "per-dimension affine 8-bit, range fitted on the probe training codes"},
+    }
+    rows = [{"digit": d, "model": NAMES[key], "label": f"{d} {NAMES[key]}", M.SQ_ERR: round(v[M.SQ_ERR], 4),
+             M.SSIM: round(v[M.SSIM], 4)}
+            for d in digits_m for key, v in ((MODEL, digits_m[d]), (PCA_KEY, digits_p[d]))]
+    log.info("test squared error per image: model %.3f, PCA %.3f; k-NN accuracy: model %.4f, "
+             "PCA %.4f, pixels %.4f", test_m[M.SQ_ERR], test_p[M.SQ_ERR], test_m[M.KNN], test_p[M.KNN],
+             pixels[M.KNN])
+    return EvaluationResult(metrics=metrics, details=details, per_digit_rows=rows)
+
+
+def evaluate(cfg: DictConfig, model: torch.nn.Module, datamodule) -> EvaluationResult:
+    """Test-set metrics of `model` and of PCA at the same code size (see the module docstring)."""
+    datamodule.setup("test")
+    train, test = datamodule.splits["train"], datamodule.splits["test"]
+    train, test = tuple(t.cpu() for t in train), tuple(t.cpu() for t in test)
+    pca = fit_pca(train[0], int(cfg.model.latent_dim))
+    return evaluate_splits(model, pca, train, test, settings(cfg, "evaluate", EvaluateConfig), int(cfg.seed))
+
+
+def write_rows_csv(path, rows: list[dict]) -> None:
+    """Rows (dicts with the same keys) as a CSV file, atomically (a DVC plot)."""
+    import csv
+    import io as _io
+
+    from aeflow.io import write_text
+
+    buffer = _io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())

@@ -1,4 +1,5 @@
-"""The pictures people look for: reconstructions, 2-D code maps, loss curves."""
+"""The pictures people look for: reconstructions, the worst ones, 2-D code maps, walks
+through code space, per-digit errors and loss curves."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from aeflow.pca import PCA  # noqa: E402
 RECONSTRUCTIONS = "reconstructions.png"
 CODES_2D = "codes_2d.png"
 LOSS = "loss.png"
+WORST = "worst.png"
+INTERPOLATION = "interpolation.png"
+PER_DIGIT = "per_digit.png"
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -49,6 +53,92 @@ def reconstructions(images: torch.Tensor, model: torch.nn.Module, pca: PCA, path
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    return _save(fig, path)
+
+
+def _grid(rows: dict[str, torch.Tensor], titles: list[str] | None = None, size: float = 0.9) -> plt.Figure:
+    """One row of images per entry (each (n, 1, H, W) or (n, H, W) in [0, 1]), labelled on the left."""
+    n = max(len(r) for r in rows.values())
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * size, len(rows) * size * 1.1), squeeze=False)
+    for r, (name, row) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(row):
+                ax.imshow(row[c].squeeze().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.axis("off")
+            if titles and r == 0 and c < len(titles):
+                ax.set_title(titles[c], fontsize=7)
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    return fig
+
+
+@torch.no_grad()
+def worst_reconstructed(images: torch.Tensor, model: torch.nn.Module, worst: list[dict],
+                        path: Path) -> Path:
+    """The worst-reconstructed test images (originals above reconstructions), error in the titles.
+
+    `worst`: evaluate's list of {index, digit, sq_err_per_image}; `images` (N, 1, H, W).
+    """
+    idx = torch.tensor([w["index"] for w in worst], dtype=torch.long)
+    picked = images[idx]
+    titles = [f"#{w['index']} ({w['digit']})\n{w['sq_err_per_image']:.1f}" for w in worst]
+    fig = _grid({"original": picked, "autoencoder": model(picked).clamp(0, 1)}, titles)
+    return _save(fig, path)
+
+
+def interpolation_pairs(labels: torch.Tensor, n_pairs: int) -> list[tuple[int, int]]:
+    """Test-image index pairs of different classes: (0, 5), (1, 6), ... for 10 classes.
+
+    Pair p joins class a = p mod m with class (a + m // 2) mod m (m classes),
+    using the (p // m)-th image of each class so that later pairs are new images.
+    """
+    classes = labels.unique().sort().values.tolist()
+    m = len(classes)
+    if m < 2:
+        return []
+    members = {c: torch.nonzero(labels == c).flatten() for c in classes}
+    pairs = []
+    for p in range(n_pairs):
+        a = p % m
+        b = (a + max(m // 2, 1)) % m
+        ia, ib = members[classes[a]], members[classes[b]]
+        pairs.append((int(ia[(p // m) % len(ia)]), int(ib[(p // m) % len(ib)])))
+    return pairs
+
+
+@torch.no_grad()
+def interpolation(images: torch.Tensor, labels: torch.Tensor, model: torch.nn.Module,
+                  pairs: list[tuple[int, int]], steps: int, path: Path) -> Path:
+    """Decoded images along the straight line between the codes of two test images, one row per pair."""
+    alphas = torch.linspace(0, 1, steps)
+    rows = {}
+    for i, j in pairs:
+        z = model.encode(images[[i, j]])
+        line = torch.stack([(1 - a) * z[0] + a * z[1] for a in alphas])
+        rows[f"{int(labels[i])} → {int(labels[j])}"] = model.decode(line)
+    titles = [f"{a:.2f}" for a in alphas.tolist()]
+    return _save(_grid(rows, titles), path)
+
+
+def per_digit_bars(by_digit: dict[str, dict[str, dict[str, float]]], key: str, path: Path,
+                   names: dict[str, str] | None = None) -> Path:
+    """Grouped bars of metric `key` per digit, one bar per scorer (by_digit[scorer][digit][key])."""
+    scorers = list(by_digit)
+    digits = sorted(by_digit[scorers[0]], key=int)
+    width = 0.8 / len(scorers)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for s, scorer in enumerate(scorers):
+        values = [by_digit[scorer][d][key] for d in digits]
+        ax.bar([i + (s - (len(scorers) - 1) / 2) * width for i in range(len(digits))], values, width,
+               label=(names or {}).get(scorer, scorer))
+    ax.set_xticks(range(len(digits)), digits)
+    ax.set_xlabel("digit")
+    ax.set_ylabel(key.replace("_", " "))
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
 

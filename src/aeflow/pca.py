@@ -29,6 +29,15 @@ class PCA:
         self.components *= signs
         return self
 
+    def first(self, n: int) -> PCA:
+        """The PCA made of this one's first `n` components (no refit)."""
+        if not 1 <= n <= self.k:
+            raise ValueError(f"n={n}: must be between 1 and {self.k}")
+        out = PCA(n)
+        out.mean, out.components = self.mean, self.components[:, :n]
+        out.explained_variance = self.explained_variance[:n]
+        return out
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return (x.flatten(1).double() - self.mean) @ self.components
 

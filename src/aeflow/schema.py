@@ -35,6 +35,10 @@ class PathsConfig:
     eval_metrics: str = "metrics/evaluate.json"
     loss_curve: str = "plots/loss.csv"
     figures: str = "plots/figures"
+    eval_details: str = "metrics/evaluate_details.json"
+    per_digit: str = "plots/per_digit.csv"
+    report_html: str = "reports/report.html"
+    report_md: str = "reports/report.md"
     resume: str = ".resume"
 
 
@@ -66,6 +70,25 @@ class SourceConfig:
     pypi_fallback: PypiFallback | None = None
 
 
+@dataclass
+class EvaluateConfig:
+    """Knobs of the evaluate stage (aeflow.evaluation)."""
+
+    probe_train_size: int = 10000  # seeded subsample of the training split the probes are fitted on
+    knn_k: int = 5
+    logreg_max_iter: int = 100
+    worst_n: int = 16  # worst-reconstructed test images listed and drawn
+
+
+@dataclass
+class VisualizeConfig:
+    """Knobs of the visualize stage (aeflow.figures, aeflow.report)."""
+
+    map_points: int = 5000  # test images on the 2-D code maps
+    interpolation_pairs: int = 5
+    interpolation_steps: int = 10
+
+
 # The classes a `_target_` may name, per config node. Extending the project
 # with a new network or optimizer means adding it here.
 ALLOWED_TARGETS: dict[str, tuple[str, ...]] = {
@@ -91,9 +114,9 @@ INJECTED: dict[str, set[str]] = {
 EXTRA_KEYS: dict[str, set[str]] = {"data": {"source"}}
 DATA_FILE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 SECTIONS = ("seed", "paths", "mlflow", "data", "model", "optimizer", "trainer",
-            "scheduler", "callbacks")
+            "scheduler", "callbacks", "evaluate", "visualize")
 # Sections a config may leave out (configs written before they existed).
-OPTIONAL_SECTIONS = {"performance", "scheduler", "callbacks"}
+OPTIONAL_SECTIONS = {"performance", "scheduler", "callbacks", "evaluate", "visualize"}
 
 
 def _structured(key: str, schema: type, value: Any) -> None:
@@ -287,6 +310,12 @@ def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
         _structured("paths", PathsConfig, cfg.paths)
     if "mlflow" in sections:
         _structured("mlflow", MlflowConfig, cfg.mlflow)
+    for key, schema in (("evaluate", EvaluateConfig), ("visualize", VisualizeConfig)):
+        if key in sections and key in cfg:
+            _structured(key, schema, cfg[key])
+            for name in (f.name for f in dataclasses.fields(schema)):
+                if name in cfg[key]:
+                    _positive(cfg, f"{key}.{name}")
     # "data.source" alone (the download stage) checks files and sources without
     # importing the DataModule, and so without importing Lightning.
     if "data.source" in sections:

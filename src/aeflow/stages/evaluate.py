@@ -1,4 +1,6 @@
-"""DVC stage `evaluate`: test-set metrics to `paths.eval_metrics` and the MLflow run."""
+"""DVC stage `evaluate`: test-set metrics to `paths.eval_metrics` (DVC metrics), per-digit
+details and the worst images to `paths.eval_details`, the per-digit DVC plot to
+`paths.per_digit`; all of it logged to the MLflow run."""
 
 from aeflow.stages.common import run_stage
 
@@ -9,18 +11,22 @@ def main() -> None:
     from aeflow import tracking
     from aeflow.checkpoints import BEST, checkpoint_path, load_weights
     from aeflow.config import instantiate_datamodule, load_params
-    from aeflow.evaluation import evaluate
+    from aeflow.evaluation import evaluate, write_rows_csv
     from aeflow.io import write_json
 
     cfg = load_params()
     model = load_weights(cfg, checkpoint_path(cfg, BEST))
-    results = evaluate(cfg, model, instantiate_datamodule(cfg))
-    write_json(cfg.paths.eval_metrics, results)
+    result = evaluate(cfg, model, instantiate_datamodule(cfg))
+    write_json(cfg.paths.eval_metrics, result.metrics)
+    write_json(cfg.paths.eval_details, result.details)
+    write_rows_csv(cfg.paths.per_digit, result.per_digit_rows)
     with tracking.resume_run(cfg.paths.run_info, cfg.mlflow.tracking_uri):
-        mlflow.log_metrics({k.replace(".", "/"): v for k, v in tracking.flatten(results).items()})
+        mlflow.log_metrics({k.replace(".", "/"): v for k, v in tracking.flatten(result.metrics).items()})
+        for path in (cfg.paths.eval_metrics, cfg.paths.eval_details, cfg.paths.per_digit):
+            mlflow.log_artifact(path, artifact_path="metrics")
     from aeflow.registry import register_if_configured  # issue 7: model registry (mlflow.register_model)
 
-    register_if_configured(cfg, results)
+    register_if_configured(cfg, result.metrics)
 
 
 if __name__ == "__main__":
