@@ -65,22 +65,35 @@ def median(xs: list[float]) -> float:
 
 
 # --------------------------------------------------------------------------- machine
-def matmul_gflops(device: torch.device, n: int, dtype: torch.dtype, repeats: int) -> float:
-    """Rate of an n x n x n matrix product (median of `repeats`), in GFLOP/s."""
+def matmul_gflops(device: torch.device, n: int, dtype: torch.dtype, repeats: int) -> tuple[float, float]:
+    """Rate of an n x n x n matrix product in GFLOP/s: (wall-clock, per CPU-second), medians of `repeats`.
+
+    The CPU-time rate is what the cores did while this process ran on them: on a
+    shared machine it is steadier than the wall-clock one (CPU only; on a GPU
+    both are the wall-clock rate).
+    """
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     inner = 1 if device.type == "cpu" else 20
     for _ in range(2):
         torch.mm(a, b)
-    rates = []
+    walls, cpus = [], []
     for _ in range(repeats):
         sync(device)
-        t = time.perf_counter()
+        wall, cpu = clocks()
         for _ in range(inner):
             torch.mm(a, b)
         sync(device)
-        rates.append(2 * n**3 * inner / (time.perf_counter() - t) / 1e9)
-    return median(rates)
+        wall2, cpu2 = clocks()
+        flop = 2 * n**3 * inner / 1e9
+        walls.append(flop / (wall2 - wall))
+        cpus.append(flop / (cpu2 - cpu) if device.type == "cpu" else walls[-1])
+    return median(walls), median(cpus)
+
+
+def clocks() -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds): CPU time is steadier on a shared machine."""
+    return time.perf_counter(), time.process_time()
 
 
 def train_flops_per_sample(model: torch.nn.Module) -> int:
@@ -119,11 +132,6 @@ def data_dir(cfg, out: str | None = None, extra_mirrors: tuple[str, ...] = ()) -
 
 
 # --------------------------------------------------------------------------- hand-written loop
-def clocks() -> tuple[float, float]:
-    """(wall seconds, this process's CPU seconds): CPU time is steadier on a shared machine."""
-    return time.perf_counter(), time.process_time()
-
-
 class HandLoop:
     """The minimal loop: same networks and optimizer, float batches already in memory."""
 
@@ -367,20 +375,24 @@ def table(result: dict[str, Any]) -> str:
         f"device: {m['device']}   torch {m['torch']}   threads {m['threads']}   "
         f"cores {m['cores']}   load average at start {m['load_avg_1min']:.1f}",
         f"fp32 matmul {m['matmul_n']}^3: {m['matmul_gflops_fp32']:.1f} GFLOP/s"
+        + ("" if "matmul_gflops_bf16" in m else f" (per CPU-second: {m['matmul_gflops_fp32_cpu_time']:.1f})")
         + (f"   bf16: {m['matmul_gflops_bf16']:.1f} GFLOP/s" if m.get("matmul_gflops_bf16") else ""),
         "",
         f"{'model':<9} {'batch':>5} {'hand s/s':>9} {'Lightning s/s':>13} {'ratio':>6} {'paired':>6} "
-        f"{'cpu-t':>6} {'GFLOP/s':>8} {'of peak':>8} {'data wait':>9} {'step ms':>8}",
+        f"{'cpu-t':>6} {'GFLOP/s':>8} {'of peak':>8} {'cpu-t':>6} {'data wait':>9} {'step ms':>8}",
     ]
     for r in result["models"]:
+        peak_cpu = r.get("lightning_of_peak_cpu_time")
         lines.append(
             f"{r['model']:<9} {r['batch_size']:>5} {r['hand_samples_per_s']:>9.0f} "
             f"{r['lightning_samples_per_s']:>13.0f} {r['lightning_over_hand']:>6.3f} "
             f"{r['lightning_over_hand_paired']:>6.3f} {r['lightning_over_hand_cpu_time']:>6.3f} "
             f"{r['lightning_gflops']:>8.1f} {r['lightning_of_peak']:>8.1%} "
+            f"{'-' if peak_cpu is None else format(peak_cpu, '.1%'):>6} "
             f"{r['data_wait_share']:>9.2%} {r['lightning_step_ms']:>8.2f}")
     lines.append("ratio: Lightning/hand samples/s (medians); paired: median of per-epoch ratios; "
-                 "cpu-t: the same in process CPU time")
+                 "cpu-t: the same in process CPU time;\nof peak: Lightning's GFLOP/s / the matmul rate "
+                 "(cpu-t: both per CPU-second)")
     if result.get("startup"):
         lines += ["", f"stage start-up (interpreter alone {result['interpreter_s']:.2f} s):",
                   f"{'stage':<10} {'process s':>9} {'imports s':>9} {'config s':>8}  heavy modules loaded"]
@@ -443,12 +455,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     prev_tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False  # the true fp32 rate
-    machine["matmul_gflops_fp32"] = matmul_gflops(device, args.matmul_n, torch.float32, args.repeats)
+    machine["matmul_gflops_fp32"], machine["matmul_gflops_fp32_cpu_time"] = matmul_gflops(
+        device, args.matmul_n, torch.float32, args.repeats)
     torch.backends.cuda.matmul.allow_tf32 = prev_tf32
     if device.type == "cuda":
         machine["matmul_gflops_tf32"] = (
-            matmul_gflops(device, args.matmul_n, torch.float32, args.repeats) if args.tf32 else None)
-        machine["matmul_gflops_bf16"] = matmul_gflops(device, args.matmul_n, torch.bfloat16, args.repeats)
+            matmul_gflops(device, args.matmul_n, torch.float32, args.repeats)[0] if args.tf32 else None)
+        machine["matmul_gflops_bf16"] = matmul_gflops(device, args.matmul_n, torch.bfloat16, args.repeats)[0]
 
     results = []
     for name in args.models.split(","):
@@ -460,6 +473,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             peak = machine["matmul_gflops_tf32"]
         r["peak_gflops"] = peak
         r["lightning_of_peak"] = r["lightning_gflops"] / peak
+        if device.type == "cpu":  # both rates per CPU-second: immune to other processes' load
+            r["lightning_of_peak_cpu_time"] = (
+                r["lightning_gflops_cpu_time"] / machine["matmul_gflops_fp32_cpu_time"])
         r["hand_of_peak"] = r["hand_gflops"] / peak
         results.append(r)
     result: dict[str, Any] = {"machine": machine, "models": results,
