@@ -124,9 +124,11 @@ def interpolation(images: torch.Tensor, labels: torch.Tensor, model: torch.nn.Mo
 
 
 def per_digit_bars(by_digit: dict[str, dict[str, dict[str, float]]], key: str, path: Path,
-                   names: dict[str, str] | None = None) -> Path:
-    """Grouped bars of metric `key` per digit, one bar per scorer (by_digit[scorer][digit][key])."""
-    scorers = list(by_digit)
+                   names: dict[str, str] | None = None, ylabel: str | None = None) -> Path:
+    """Grouped bars of metric `key` per digit, one bar per scorer (by_digit[scorer][digit][key]),
+    scorers in the order of `names` (their display names)."""
+    order = list(names or {})
+    scorers = sorted(by_digit, key=lambda s: order.index(s) if s in order else len(order))
     digits = sorted(by_digit[scorers[0]], key=int)
     width = 0.8 / len(scorers)
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -136,7 +138,7 @@ def per_digit_bars(by_digit: dict[str, dict[str, dict[str, float]]], key: str, p
                label=(names or {}).get(scorer, scorer))
     ax.set_xticks(range(len(digits)), digits)
     ax.set_xlabel("digit")
-    ax.set_ylabel(key.replace("_", " "))
+    ax.set_ylabel(ylabel or key.replace("_", " "))
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)

@@ -40,6 +40,7 @@ class Figure:
 class Table:
     header: list[str]
     rows: list[list[str]]
+    numeric: bool = True  # right-align the columns after the first
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -59,13 +60,22 @@ def hinton_applies(cfg: DictConfig, metrics: Mapping) -> bool:
             and str(cfg.data.get("name", "")).lower() == HINTON_2006["dataset"])
 
 
+def _network(node: Mapping, first: str, last: Any) -> str:
+    """'MLPEncoder 784→256→128' from a network's config (class name alone if it has no layer list)."""
+    name = str(node.get("_target_", "?")).rsplit(".", 1)[-1]
+    if "hidden" not in node:
+        return name
+    end = node.get(last, last) if isinstance(last, str) else last
+    sizes = [node.get(first, "?"), *node.get("hidden", []), end]
+    return f"{name} {'→'.join(str(x) for x in sizes)}"
+
+
 def config_table(cfg: DictConfig, train: Mapping, run_id: str | None) -> Table:
     model = cfg.model
     enc, dec = model.get("encoder", {}), model.get("decoder", {})
-    layers = [str(enc.get("in_features", "?")), *map(str, enc.get("hidden", [])), str(model.latent_dim)]
-    arch = (f"{model.encoder._target_.rsplit('.', 1)[-1]} {'→'.join(layers)}, "
-            f"{dec.get('_target_', '?').rsplit('.', 1)[-1]} mirrored; activation "
-            f"{enc.get('activation', '?')}, code activation {enc.get('code_activation', '?')}")
+    arch = f"{_network(enc, 'in_features', model.latent_dim)}, {_network(dec, 'latent_dim', 'out_features')}"
+    if enc.get("activation"):
+        arch += f"; activation {enc.get('activation')}, code activation {enc.get('code_activation', '–')}"
     opt = cfg.optimizer
     rows = [
         ["dataset", f"{cfg.data.name} (test set: official 10k images)"],
@@ -80,7 +90,7 @@ def config_table(cfg: DictConfig, train: Mapping, run_id: str | None) -> Table:
         ["seed", str(cfg.seed)],
         ["MLflow run", run_id or "–"],
     ]
-    return Table(["setting", "value"], rows)
+    return Table(["setting", "value"], rows, numeric=False)
 
 
 def metrics_table(cfg: DictConfig, metrics: Mapping) -> Table:
@@ -177,7 +187,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max
 margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;font-size:14px}
-th:first-child,td:first-child{text-align:left}
+th:first-child,td:first-child,table.text td,table.text th{text-align:left}
 th{background:#f3f3f3}
 figure{margin:1em 0 2em}
 figure img{max-width:100%;border:1px solid #eee}
@@ -188,8 +198,9 @@ p{line-height:1.45}
 
 def _html_table(t: Table) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in t.header)
+    cls = "" if t.numeric else ' class="text"'
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in t.rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _md_cell(text: str) -> str:
@@ -198,7 +209,7 @@ def _md_cell(text: str) -> str:
 
 def _md_table(t: Table) -> str:
     lines = ["| " + " | ".join(_md_cell(h) for h in t.header) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(t.header) - 1)) + "|"]
+             "|" + "|".join(["---"] + ["---:" if t.numeric else "---"] * (len(t.header) - 1)) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows]
     return "\n".join(lines)
 

@@ -16,7 +16,7 @@ def main() -> None:
     from aeflow.config import instantiate_datamodule, load_params
     from aeflow.evaluation import NAMES, fit_pca, settings, to_float
     from aeflow.io import write_text
-    from aeflow.metrics import SQ_ERR
+    from aeflow.metrics import LABELS, SQ_ERR
     from aeflow.schema import VisualizeConfig
 
     cfg = load_params()
@@ -49,7 +49,8 @@ def main() -> None:
                                knobs.interpolation_steps, out / figures.INTERPOLATION),
          "A walk through code space: decoded images along the straight line between the codes of two "
          "test images of different digits (fraction of the way on top)."),
-        (figures.per_digit_bars(details["by_digit"], SQ_ERR, out / figures.PER_DIGIT, NAMES),
+        (figures.per_digit_bars(details["by_digit"], SQ_ERR, out / figures.PER_DIGIT, NAMES,
+                                LABELS[SQ_ERR][0]),
          "Squared error per test image, by digit: autoencoder beside PCA."),
         (figures.loss_curve(figures.read_loss_curve(cfg.paths.loss_curve), out / figures.LOSS),
          "Learning curves: training and validation loss per epoch."),
