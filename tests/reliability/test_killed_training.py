@@ -211,8 +211,9 @@ def test_same_config_and_seed_give_identical_test_metrics_other_seed_differs(uni
     from aeflow.evaluation import evaluate
 
     def test_metrics(cfg) -> dict:
-        return evaluate(cfg, load_weights(cfg, Path(cfg.paths.checkpoints) / "best.ckpt"),
-                        instantiate_datamodule(cfg))
+        result = evaluate(cfg, load_weights(cfg, Path(cfg.paths.checkpoints) / "best.ckpt"),
+                          instantiate_datamodule(cfg))
+        return getattr(result, "metrics", result)  # the evaluate stage's metrics/evaluate.json
 
     ref_cfg, _ = uninterrupted
     same = tiny(tmp_path / "same", tiny_data)
