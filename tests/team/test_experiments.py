@@ -41,8 +41,12 @@ def test_queued_sweep_lands_every_experiment_in_the_project_store(team_project):
 
     shown = run(project, "dvc", "exp", "show", "--csv", "--no-pager").stdout
     rows = [r for r in csv.DictReader(io.StringIO(shown)) if r["typ"] == "branch_commit"]
-    assert sorted(int(r["model.latent_dim"]) for r in rows) == list(SIZES), shown
-    assert all(float(r["test.sq_err_per_image"]) > 0 for r in rows), shown
+
+    def column(row, name):  # DVC prefixes a column with its file only when the name is ambiguous
+        return next(v for k, v in row.items() if k == name or k.endswith(f":{name}"))
+
+    assert sorted(int(column(r, "model.latent_dim")) for r in rows) == list(SIZES), shown
+    assert all(float(column(r, "test.sq_err_per_image")) > 0 for r in rows), shown
     names = {r["Experiment"] for r in rows}
 
     # The runs are in the project's store, not in the experiments' throwaway folders.

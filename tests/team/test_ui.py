@@ -8,6 +8,7 @@ when set (that is how docs/mlflow_ui.png is made).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from PIL import Image
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright  # a missing package fails collection: CI installs it
 
 from tests.team.conftest import BIN, free_port, start_server, stop_server
@@ -58,16 +60,18 @@ def test_run_page_shows_test_metric_and_reconstructions(team_project, tracking_s
             row = page.locator("[role=row], tr").filter(has_text="test/sq_err_per_image").first
             row.wait_for()
             assert repr(metric)[:8] in row.inner_text(), row.inner_text()
-            close = page.get_by_role("button", name="Close")  # the assistant side panel, if shown
-            if close.count():
-                close.first.click()
             # Artifacts: the reconstruction figure, fetched from the server and decoded by the browser.
             page.goto(f"{page_url}/artifacts/figures/reconstructions.png")
-            image = page.locator("img.rc-image-img").first
+            image = page.locator("img[src^='blob:']:visible").first  # the artifact, fetched as a blob
             image.wait_for()
             page.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=image.element_handle())
             assert image.evaluate("e => [e.naturalWidth, e.naturalHeight]") == size
             page.get_by_text("figures/reconstructions.png").first.wait_for()
+            assistant = page.get_by_text("MLflow Assistant", exact=True)
+            if assistant.count():  # a side panel that hides half the run page: close it for the picture
+                with contextlib.suppress(PlaywrightError):  # cosmetic only
+                    page.get_by_role("button", name="Close", exact=True).last.click(timeout=15_000)
+                    assistant.first.wait_for(state="hidden", timeout=15_000)
             page.screenshot(path=str(screenshot))
             browser.close()
     finally:
