@@ -71,6 +71,15 @@ class SourceConfig:
 
 
 @dataclass
+class PerformanceConfig:
+    """Speed switches (aeflow.performance); none changes results on the CPU."""
+
+    float32_matmul_precision: str = "highest"
+    compile: bool = False
+    progress_bar_refresh_rate: int = 20
+
+
+@dataclass
 class EvaluateConfig:
     """Knobs of the evaluate stage (aeflow.evaluation)."""
 
@@ -113,7 +122,7 @@ INJECTED: dict[str, set[str]] = {
 # Non-argument keys a node may carry: `source` is read by the download stage.
 EXTRA_KEYS: dict[str, set[str]] = {"data": {"source"}}
 DATA_FILE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
-SECTIONS = ("seed", "paths", "mlflow", "data", "model", "optimizer", "trainer",
+SECTIONS = ("seed", "paths", "mlflow", "data", "model", "optimizer", "trainer", "performance",
             "scheduler", "callbacks", "evaluate", "visualize")
 # Sections a config may leave out (configs written before they existed).
 OPTIONAL_SECTIONS = {"performance", "scheduler", "callbacks", "evaluate", "visualize"}
@@ -310,6 +319,15 @@ def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
         _structured("paths", PathsConfig, cfg.paths)
     if "mlflow" in sections:
         _structured("mlflow", MlflowConfig, cfg.mlflow)
+    if "performance" in sections and "performance" in cfg:
+        _structured("performance", PerformanceConfig, cfg.performance)
+        precision = cfg.performance.get("float32_matmul_precision", "highest")
+        if precision not in ("highest", "high", "medium"):
+            raise ConfigError(f"performance.float32_matmul_precision={precision!r}: "
+                              "allowed: highest, high, medium")
+        if cfg.performance.get("progress_bar_refresh_rate", 1) < 1:
+            raise ConfigError(f"performance.progress_bar_refresh_rate="
+                              f"{cfg.performance.progress_bar_refresh_rate}: must be >= 1")
     for key, schema in (("evaluate", EvaluateConfig), ("visualize", VisualizeConfig)):
         if key in sections and key in cfg:
             _structured(key, schema, cfg[key])
