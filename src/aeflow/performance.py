@@ -25,6 +25,8 @@ DEFAULTS: dict[str, Any] = {
     # Redraw the progress bar every N training batches (Lightning's default
     # redraws after every batch, a visible cost for small models).
     "progress_bar_refresh_rate": 20,
+    # CPU threads for torch; None: torch's default (one per core).
+    "num_threads": None,
 }
 
 
@@ -35,8 +37,11 @@ def settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def configure_torch(cfg: DictConfig) -> None:
-    """Process-wide switches: the float32 matmul precision (TF32 on GPUs)."""
+    """Process-wide switches: the float32 matmul precision (TF32 on GPUs), CPU threads."""
     precision = settings(cfg)["float32_matmul_precision"]
+    threads = settings(cfg)["num_threads"]
+    if threads:
+        torch.set_num_threads(int(threads))
     torch.set_float32_matmul_precision(precision)
     # cuDNN's TF32 switch follows the matmul one (no convolutions here today).
     torch.backends.cudnn.allow_tf32 = precision != "highest"

@@ -77,6 +77,7 @@ class PerformanceConfig:
     float32_matmul_precision: str = "highest"
     compile: bool = False
     progress_bar_refresh_rate: int = 20
+    num_threads: int | None = None
 
 
 @dataclass
@@ -325,6 +326,9 @@ def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
         if precision not in ("highest", "high", "medium"):
             raise ConfigError(f"performance.float32_matmul_precision={precision!r}: "
                               "allowed: highest, high, medium")
+        threads = cfg.performance.get("num_threads")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"performance.num_threads={threads}: must be >= 1 (or null: one per core)")
         if cfg.performance.get("progress_bar_refresh_rate", 1) < 1:
             raise ConfigError(f"performance.progress_bar_refresh_rate="
                               f"{cfg.performance.progress_bar_refresh_rate}: must be >= 1")

@@ -69,6 +69,7 @@ def test_performance_defaults_leave_the_cpu_run_unchanged():
     ("performance.progress_bar_refresh_rate=0", "performance.progress_bar_refresh_rate=0"),
     ("+performance.cuda_graphs=true", "performance.cuda_graphs"),
     ("performance.compile=maybe", "performance.compile"),
+    ("performance.num_threads=0", "performance.num_threads=0"),
 ])
 def test_bad_performance_values_are_refused(override, message):
     with pytest.raises(ConfigError, match=message.replace("+", "").replace(".", r"\.")):
@@ -78,15 +79,18 @@ def test_bad_performance_values_are_refused(override, message):
 def test_build_trainer_applies_matmul_precision_and_progress_bar_rate(tiny_cfg):
     from aeflow.training import build_trainer
 
-    before = torch.get_float32_matmul_precision()
+    before, threads = torch.get_float32_matmul_precision(), torch.get_num_threads()
     tiny_cfg.performance.float32_matmul_precision = "high"
     tiny_cfg.performance.progress_bar_refresh_rate = 7
+    tiny_cfg.performance.num_threads = 1 if threads > 1 else 2
     tiny_cfg.trainer.enable_progress_bar = True
     try:
         trainer = build_trainer(tiny_cfg, callbacks=[], logger=False)
         assert torch.get_float32_matmul_precision() == "high"
+        assert torch.get_num_threads() == tiny_cfg.performance.num_threads
     finally:
         torch.set_float32_matmul_precision(before)
+        torch.set_num_threads(threads)
     bar = trainer.progress_bar_callback
     assert isinstance(bar, pl.callbacks.TQDMProgressBar) and bar.refresh_rate == 7
     tiny_cfg.trainer.enable_progress_bar = False
