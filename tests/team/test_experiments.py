@@ -14,6 +14,7 @@ import time
 import mlflow
 import pytest
 
+from tests.helpers import FAST
 from tests.team.conftest import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -30,10 +31,13 @@ def wait_for_queue(project, polls: int = 400) -> str:
     pytest.fail(f"the queue did not drain:\n{status}")
 
 
-def test_queued_sweep_lands_every_experiment_in_the_project_store(team_project):
+def test_queued_sweep_lands_every_experiment_in_the_project_store(team_project, mnist_mirror):
     project = team_project.path
     sizes = ",".join(map(str, SIZES))
-    out = run(project, "dvc", "exp", "run", "--queue", "-S", f"model.latent_dim=choice({sizes})")
+    # DVC recomposes params.yaml from conf/ and the -S overrides: the short-run settings go along.
+    fixed = [f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", *FAST]
+    out = run(project, "dvc", "exp", "run", "--queue", "-S", f"model.latent_dim=choice({sizes})",
+              *[arg for override in fixed for arg in ("-S", override)])
     assert (out.stdout + out.stderr).count("Queued experiment") == len(SIZES), out.stdout + out.stderr
     run(project, "dvc", "queue", "start", "-j", "2")
     status = wait_for_queue(project)
