@@ -64,7 +64,7 @@ def test_details_hold_per_digit_tables_and_the_worst_images(result):
     assert errors == sorted(errors, reverse=True)
     x = dm.splits["test"][0][worst[0]["index"]].double() / 255
     assert errors[0] == pytest.approx(
-        float(M.sq_err_per_image(model(x[None, None].float()).double(), x[None, None])), abs=1e-3)
+        float(M.sq_err_per_image(model(x[None, None].float()).detach().double(), x[None, None])), abs=1e-3)
     assert {r["model"] for r in res.per_digit_rows} == {"autoencoder", "PCA"}
     assert len(res.per_digit_rows) == 20
 
@@ -91,14 +91,14 @@ def test_settings_are_validated(tiny_cfg):
 
     tiny_cfg.evaluate.knn_k = 0
     with pytest.raises(ConfigError, match="evaluate.knn_k=0"):
-        validate(tiny_cfg)
+        validate(tiny_cfg, sections=("evaluate", "visualize"))
     tiny_cfg.evaluate.knn_k = 5
     from omegaconf import OmegaConf
 
     OmegaConf.set_struct(tiny_cfg, False)
     tiny_cfg.visualize.bogus = 1
     with pytest.raises(ConfigError, match="visualize"):
-        validate(tiny_cfg)
+        validate(tiny_cfg, sections=("evaluate", "visualize"))
     assert EvaluateConfig().probe_train_size == 10000
 
 
