@@ -90,7 +90,7 @@ class ResumeDir:
             fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
             self._lock_fh.close()
             self._lock_fh = None
-            (self.root / f"{self.key}.lock").unlink(missing_ok=True)
+            # The (empty) lock file stays: unlinking it would let two processes lock two inodes.
 
     @property
     def last(self) -> Path:

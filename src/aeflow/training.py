@@ -88,6 +88,7 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
             mark_failed(client, run_id)
             log.error("Training stopped (%s); the next run with this config resumes from %s",
                       type(exc).__name__, resume.path)
+            resume.release()
         raise
     train_time = time.perf_counter() - started
     if not trainer.is_global_zero:
@@ -112,6 +113,7 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
     except Exception as exc:  # noqa: BLE001 (reported below with what was kept)
         logger.failure = logger.failure or exc
     if logger.failure is not None:
+        resume.release()  # the checkpoints stay: the next run resumes after the last epoch
         raise TrackingError(
             f"Training finished but logging to the MLflow store {tracking.redact_uri(uri)} failed "
             f"({describe_failure(logger.failure)}). Nothing trained is lost: the checkpoints are in "

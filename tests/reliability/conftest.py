@@ -89,6 +89,14 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def frozen_src(tmp_path_factory) -> str:
+    """A copy of src/ for PYTHONPATH: a test that stops and restarts training runs one version of the code."""
+    dest = tmp_path_factory.mktemp("frozen") / "src"
+    shutil.copytree(REPO / "src", dest, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return str(dest)
+
+
+@pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> tuple[Path, dict]:
     folder = tmp_path_factory.mktemp("tiny-data")
     return folder, make_synthetic_idx(folder, n_train=120, n_test=40)

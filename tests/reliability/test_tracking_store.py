@@ -68,7 +68,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
-def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp_path):
+def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp_path, frozen_src):
     data = tmp_path / "data"
     files = make_synthetic_idx(data, n_train=4000, n_test=40)
     project = tmp_path / "project"
@@ -78,7 +78,7 @@ def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp
     uri = f"http://127.0.0.1:{port}"
     # Fail fast once the server is gone (MLflow's default retries for minutes).
     env = stage_env(MLFLOW_TRACKING_URI=uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
-                    MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+                    MLFLOW_HTTP_REQUEST_TIMEOUT="5", PYTHONPATH=frozen_src)
     server = _start_server(port, tmp_path)
     try:
         train = subprocess.Popen([sys.executable, "-m", "aeflow.stages.train"], cwd=project, env=env,
