@@ -4,6 +4,11 @@
 # (carried as wheels in .whl/) nor MLflow (so `--tracking csv`), and no network
 # (MNIST's .gz files are carried in .gpudata/). Results go to $OUT (or
 # bench-results/gpu). Usage there: bash benchmarks/gpu_run.sh
+# Prepared here (both folders listed in .git/info/exclude, named in the tool's `carry`):
+#   .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux2014_x86_64 -d .whl hydra-core==1.3.8 omegaconf==2.3.1
+#   .venv/bin/python -m pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3
+#   mkdir -p .gpudata && cp ../shared/data/mnist/*.gz .gpudata/
 set -uo pipefail
 OUT=${OUT:-bench-results/gpu}
 mkdir -p "$OUT"
