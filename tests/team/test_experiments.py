@@ -44,7 +44,8 @@ def test_queued_sweep_lands_every_experiment_in_the_project_store(team_project, 
     assert status.count("Success") == len(SIZES) and "Failed" not in status, status
 
     shown = run(project, "dvc", "exp", "show", "--csv", "--no-pager").stdout
-    rows = [r for r in csv.DictReader(io.StringIO(shown)) if r["typ"] == "branch_commit"]
+    # Experiment rows (typ branch_commit/branch_base), not the workspace and baseline rows.
+    rows = [r for r in csv.DictReader(io.StringIO(shown)) if r["Experiment"] and r["typ"] != "baseline"]
 
     def column(row, name):  # DVC prefixes a column with its file only when the name is ambiguous
         return next(v for k, v in row.items() if k == name or k.endswith(f":{name}"))
