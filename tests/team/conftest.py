@@ -117,6 +117,9 @@ class TeamProject:
     path: Path
     tracking_uri: str
     repro_output: str
+    # Local-store files present right after the repro against the server (later tests,
+    # e.g. the queued sweep, log to the clone's own store on purpose).
+    local_store_after_repro: list[str]
 
 
 @pytest.fixture(scope="session")
@@ -128,7 +131,8 @@ def team_project(tmp_path_factory, mnist_mirror, tracking_server) -> TeamProject
     out = run(project, "dvc", "repro", tracking_uri=tracking_server.url)
     output = out.stdout + out.stderr
     assert ran_stages(output) == {"download", "train", "evaluate", "visualize"}, output[-3000:]
+    local_store = [name for name in ("mlflow.db", "mlartifacts") if (project / name).exists()]
     # What a user commits after a run: dvc.lock, params, metrics (outs live in DVC's cache).
     run(project, "git", "add", "-A")
     run(project, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "trained")
-    return TeamProject(project, tracking_server.url, output)
+    return TeamProject(project, tracking_server.url, output, local_store)

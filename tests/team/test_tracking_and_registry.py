@@ -30,8 +30,7 @@ def test_run_metrics_images_and_model_are_on_the_server(team_project, tracking_s
     info = json.loads((team_project.path / "models/run.json").read_text())
     assert info["tracking_uri"] == tracking_server.url
     # Nothing landed in the clone's local store.
-    assert not (team_project.path / "mlflow.db").exists()
-    assert not (team_project.path / "mlartifacts").exists()
+    assert team_project.local_store_after_repro == []
     evaluated = json.loads((team_project.path / "metrics/evaluate.json").read_text())
     assert run.data.metrics["test/sq_err_per_image"] == pytest.approx(evaluated["test"]["sq_err_per_image"])
     assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 1
