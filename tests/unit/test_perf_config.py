@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
+from benchmarks.bench import stage_imports  # the bench's start-up probe imports the same list
 
 from aeflow import performance
 from aeflow.config import compose, instantiate_datamodule, instantiate_model
@@ -18,18 +18,6 @@ from aeflow.data.datamodule import IDXDataModule
 from aeflow.errors import ConfigError, TrainingError
 from aeflow.schema import validate
 from tests.conftest import REPO
-
-
-def stage_imports(stage: str) -> list[str]:
-    """Every module a stage's file imports, at top level and inside main()."""
-    tree = ast.parse((REPO / "src" / "aeflow" / "stages" / f"{stage}.py").read_text())
-    mods = [f"aeflow.stages.{stage}"]
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            mods += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            mods.append(node.module)
-    return [m for m in mods if m != "__future__"]
 
 
 def test_download_stage_imports_neither_lightning_nor_mlflow():
