@@ -48,8 +48,10 @@ def _kill_train_stage(repro: subprocess.Popen, resume_root: Path, timeout: float
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
     time.sleep(0.3)  # into the next epoch
+    # An exact argv element, so a shell wrapping the command (`sh -c "python -m ..."`, which DVC
+    # uses when $SHELL is unset or not exec-ing) is not taken for the stage itself.
     stages = [p for p in psutil.Process(repro.pid).children(recursive=True)
-              if "aeflow.stages.train" in " ".join(p.cmdline())]
+              if "aeflow.stages.train" in p.cmdline()]
     assert len(stages) == 1, stages
     os.kill(stages[0].pid, signal.SIGKILL)
     return stages[0].pid
