@@ -1,7 +1,8 @@
 """Killed training resumes from its last checkpoint, in the same MLflow run, and loses nothing.
 
-The slow test SIGKILLs the real train stage under `dvc repro` mid-epoch and
-re-runs `dvc repro`. The in-process tests crash a run mid-epoch (an exception
+The slow tests SIGKILL (no chance to clean up) or SIGTERM (Lightning stops at
+the next batch) the real train stage under `dvc repro` mid-epoch and re-run
+`dvc repro`. The in-process tests crash a run mid-epoch (an exception
 from a callback) and check that the resumed run ends with exactly the weights
 of an uninterrupted one, and that stale checkpoints are never resumed.
 """
@@ -40,8 +41,9 @@ from tests.reliability.conftest import (
 EPOCHS = 4
 
 
-def _kill_train_stage(repro: subprocess.Popen, resume_root: Path, timeout: float = 600) -> int:
-    """Wait for the first epoch's checkpoint, then SIGKILL the train stage's process mid-epoch."""
+def _kill_train_stage(repro: subprocess.Popen, resume_root: Path, sig: signal.Signals = signal.SIGKILL,
+                      timeout: float = 600) -> int:
+    """Wait for the first epoch's checkpoint, then send `sig` to the train stage's process mid-epoch."""
     deadline = time.monotonic() + timeout
     while not list(resume_root.glob("*/last.ckpt")):
         assert repro.poll() is None, f"dvc repro ended before any checkpoint:\n{repro.stdout.read()}"
@@ -53,27 +55,34 @@ def _kill_train_stage(repro: subprocess.Popen, resume_root: Path, timeout: float
     stages = [p for p in psutil.Process(repro.pid).children(recursive=True)
               if "aeflow.stages.train" in p.cmdline()]
     assert len(stages) == 1, stages
-    os.kill(stages[0].pid, signal.SIGKILL)
+    os.kill(stages[0].pid, sig)
     return stages[0].pid
 
 
 @pytest.mark.slow
-def test_sigkilled_train_stage_resumes_on_next_repro(downloaded_project, mnist_mirror, tmp_path):
+@pytest.mark.parametrize(("sig", "status_after_kill"), [
+    (signal.SIGKILL, "RUNNING"),  # killed outright: nothing could mark the run
+    (signal.SIGTERM, "FAILED"),   # Lightning's handler stops at the next batch; train() marks the run
+], ids=["SIGKILL", "SIGTERM"])
+def test_killed_train_stage_resumes_on_next_repro(downloaded_project, mnist_mirror, tmp_path, sig,
+                                                  status_after_kill):
     project = copy_project(downloaded_project, tmp_path / "project")
     write_params(project, [f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", f"trainer.max_epochs={EPOCHS}",
                            "trainer.limit_train_batches=120", "trainer.limit_val_batches=4",
                            "trainer.enable_progress_bar=false"])
     proc = subprocess.Popen(["dvc", "repro", "train"], cwd=project, env=frozen_env(project), text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    _kill_train_stage(proc, project / ".resume")
+    _kill_train_stage(proc, project / ".resume", sig)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out
+    if sig == signal.SIGTERM:  # stopped through train()'s handler, which names where it resumes from
+        assert "Training stopped (SIGTERMException); the next run with this config resumes from" in out, out
 
     # What the kill left: a complete checkpoint to resume from, an unfinished run, no finished outputs.
     [kept] = list((project / ".resume").glob("*/last.ckpt"))
     assert torch.load(kept, weights_only=True)["epoch"] < EPOCHS - 1
     [killed_run] = store_runs(project / "mlflow.db")
-    assert killed_run.info.status == "RUNNING"
+    assert killed_run.info.status == status_after_kill
     assert not (project / "metrics/train.json").exists()
     assert not list(project.rglob("*.tmp")), "a temporary file was left behind"
 
