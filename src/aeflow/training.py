@@ -13,7 +13,7 @@ import mlflow
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 
 from aeflow import distributed, performance, serving, tracking
 from aeflow.callbacks import LossHistory, configured_callbacks
@@ -93,6 +93,12 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
     train_time = time.perf_counter() - started
     if not trainer.is_global_zero:
         return TrainResult(run_id=run_id or "", best_checkpoint=Path(checkpoint.best_model_path), metrics={})
+    cut_short = stopped_by_max_time(trainer)
+    if cut_short:
+        log.warning("trainer.max_time (%s) stopped training after %d of %d epochs: the learning-rate "
+                    "schedule was cut short, so the model is worse than this config can give. Lower "
+                    "trainer.max_epochs to fit this machine, or raise trainer.max_time.",
+                    cfg.trainer.max_time, trainer.current_epoch, trainer.max_epochs)
 
     # Publish the checkpoints (atomically) where DVC caches them.
     best, last = checkpoint_path(cfg, BEST), checkpoint_path(cfg, LAST)
@@ -108,6 +114,8 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
     try:
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics({"best_val_loss": metrics["best_val_loss"], "train_time_s": train_time})
+            if cut_short:
+                mlflow.set_tag("aeflow.stopped_by", "max_time")
             if cfg.mlflow.log_model:
                 log_best_model(cfg, best, datamodule)
     except Exception as exc:  # noqa: BLE001 (reported below with what was kept)
@@ -169,6 +177,15 @@ def open_run(client: mlflow.MlflowClient, cfg: DictConfig, uri: str, resume: Res
                        resume_count=int(state.get("resume_count", -1)) + 1)
     tracking.write_run_info(cfg.paths.run_info, run_id, uri, experiment_id)
     return run_id
+
+
+def stopped_by_max_time(trainer: pl.Trainer) -> bool:
+    """Whether Lightning's Timer (`trainer.max_time`) ended training before `max_epochs`."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    if timer is None or trainer.current_epoch >= trainer.max_epochs:
+        return False
+    remaining = timer.time_remaining("train")
+    return remaining is not None and remaining <= 0
 
 
 def mark_failed(client: mlflow.MlflowClient, run_id: str) -> None:

@@ -78,3 +78,26 @@ def test_nan_loss_stops_training_and_fails_the_run(tiny_cfg):
     client = mlflow.MlflowClient(tiny_cfg.mlflow.tracking_uri)
     run_id = json.loads(open(tiny_cfg.paths.run_info).read())["run_id"]
     assert client.get_run(run_id).info.status == "FAILED"
+
+
+def test_training_cut_short_by_max_time_warns_and_tags_the_run(tiny_cfg, caplog):
+    # A schedule (one-cycle) cut by max_time leaves the model worse than its config promises:
+    # the stage must say so, not finish as if nothing happened.
+    tiny_cfg.trainer.max_epochs = 10_000
+    tiny_cfg.trainer.max_time = "00:00:00:01"
+    with caplog.at_level("WARNING", logger="aeflow.training"):
+        result = train(tiny_cfg)
+    assert result.metrics["epochs"] < 10_000
+    assert "trainer.max_time (00:00:00:01) stopped training after" in caplog.text
+    run = mlflow.MlflowClient(tiny_cfg.mlflow.tracking_uri).get_run(result.run_id)
+    assert run.data.tags["aeflow.stopped_by"] == "max_time"
+
+
+def test_training_that_reaches_max_epochs_is_not_reported_cut_short(tiny_cfg, caplog):
+    tiny_cfg.trainer.max_time = "00:01:00:00"
+    with caplog.at_level("WARNING", logger="aeflow.training"):
+        result = train(tiny_cfg)
+    assert result.metrics["epochs"] == 2
+    assert "stopped training after" not in caplog.text
+    run = mlflow.MlflowClient(tiny_cfg.mlflow.tracking_uri).get_run(result.run_id)
+    assert "aeflow.stopped_by" not in run.data.tags
