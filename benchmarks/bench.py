@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from aeflow.config import compose, instantiate_datamodule, instantiate_model  # noqa: E402
+from aeflow.io import write_json  # noqa: E402
 from aeflow.models.autoencoder import reconstruction_loss  # noqa: E402
 
 # Models measured: name -> Hydra overrides on the default config.
@@ -486,8 +487,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(table(result))
     print(json.dumps(result, indent=1))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result)
     return result
 
 

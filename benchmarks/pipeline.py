@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from aeflow.io import write_json  # the project's atomic writer; imports no torch
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "evaluate", "visualize")
 LOCAL_MIRROR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
@@ -119,8 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"ran nothing: {result['noop_ran_nothing']}")
     print(json.dumps(result, indent=1))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result)
     return result
 
 
