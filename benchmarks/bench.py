@@ -40,7 +40,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from aeflow.config import compose, instantiate_datamodule, instantiate_model  # noqa: E402
+from aeflow.config.instantiate import instantiate_datamodule, instantiate_model  # noqa: E402
+from aeflow.config.params import compose  # noqa: E402
 from aeflow.io import write_json  # noqa: E402
 from aeflow.models.autoencoder import reconstruction_loss  # noqa: E402
 
@@ -238,15 +239,15 @@ def lightning_run(cfg, n_epochs: int, steps: int, workdir: Path, hand: HandLoop,
     IDXDataModule.train_dataloader = timed_train_dataloader
     try:
         if tracking == "mlflow":
-            from aeflow import training
+            from aeflow.training import train as training
 
             training.train(cfg, callbacks=[timer])
         else:
             from pytorch_lightning.callbacks import ModelCheckpoint
             from pytorch_lightning.loggers import CSVLogger
 
-            from aeflow import performance
-            from aeflow.callbacks import LossHistory
+            from aeflow.training import performance
+            from aeflow.training.callbacks import LossHistory
 
             pl.seed_everything(cfg.seed)
             dm = instantiate_datamodule(cfg)
@@ -314,16 +315,10 @@ def bench_model(name: str, overrides: list[str], args, device: torch.device) -> 
 
 # --------------------------------------------------------------------------- stage start-up
 def stage_imports(stage: str) -> list[str]:
-    """The modules a stage's entry point imports, at top level and inside main()."""
-    path = REPO / "src" / "aeflow" / "stages" / f"{stage}.py"
-    tree = ast.parse(path.read_text())
-    mods = [f"aeflow.stages.{stage}"]
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            mods += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            mods.append(node.module)
-    return list(dict.fromkeys(m for m in mods if m != "__future__"))
+    """Every package module a stage's entry point may import (aeflow.stages.imports)."""
+    from aeflow.stages.imports import import_closure, stage_module
+
+    return sorted(import_closure(stage_module(stage)))
 
 
 STARTUP_PROBE = """
@@ -333,7 +328,7 @@ import importlib
 for m in {mods!r}:
     importlib.import_module(m)
 t1 = time.perf_counter()
-from aeflow.config import load_params
+from aeflow.config.params import load_params
 load_params({sections})
 t2 = time.perf_counter()
 print(json.dumps({{"imports_s": t1 - t0, "config_s": t2 - t1,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aeflow.config import compose
+from aeflow.config.params import compose
 from aeflow.data.idx import encode_idx, md5_bytes
 
 REPO = Path(__file__).resolve().parents[1]

@@ -50,7 +50,7 @@ def test_repro_produces_every_declared_output(project):
 def test_report_holds_the_runs_metrics_and_is_self_contained(project):
     import re
 
-    from aeflow.report import fmt
+    from aeflow.reporting.report import fmt
 
     metrics = json.loads((project / "metrics/evaluate.json").read_text())
     details = json.loads((project / "metrics/evaluate_details.json").read_text())

@@ -13,7 +13,7 @@ import mlflow
 import pytest
 from omegaconf import OmegaConf
 
-from aeflow.config import compose
+from aeflow.config.params import compose
 from tests.conftest import REPO, make_synthetic_idx
 from tests.helpers import FAST, clone_project, sh
 

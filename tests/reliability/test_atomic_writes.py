@@ -11,13 +11,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from aeflow.stages.imports import STAGES, stage_files
 from tests.conftest import REPO
 
 SRC = REPO / "src" / "aeflow"
-# Modules the DVC stages run (the CLIs and the config writer are not stages).
-STAGE_MODULES = ["training.py", "callbacks.py", "checkpoints.py", "recovery.py", "tracking.py",
-                 "evaluation.py", "figures.py", "metrics.py", "report.py", "data/download.py",
-                 "data/sources.py", *(f"stages/{p.name}" for p in (SRC / "stages").glob("*.py"))]
+# Every module a DVC stage runs (the CLIs and the config writer are not stages).
+STAGE_MODULES = sorted({path for stage in STAGES for path in stage_files(stage, root=SRC)})
 WRITES = {"write_text", "write_bytes", "save", "savefig", "savez", "to_csv", "dump"}
 
 

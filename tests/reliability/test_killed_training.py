@@ -22,10 +22,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from aeflow.checkpoints import AtomicCheckpointIO
-from aeflow.config import compose
-from aeflow.recovery import ResumeDir
-from aeflow.training import train
+from aeflow.config.params import compose
+from aeflow.training.checkpoints import AtomicCheckpointIO
+from aeflow.training.recovery import ResumeDir
+from aeflow.training.train import train
 from tests.conftest import REPO
 from tests.helpers import ran_stages
 from tests.reliability.conftest import (
@@ -217,9 +217,9 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
 def test_same_config_and_seed_give_identical_test_metrics_other_seed_differs(uninterrupted, tiny_data,
                                                                              tmp_path):
-    from aeflow.checkpoints import load_weights
-    from aeflow.config import instantiate_datamodule
-    from aeflow.evaluation import evaluate
+    from aeflow.config.instantiate import instantiate_datamodule
+    from aeflow.evaluation.evaluate import evaluate
+    from aeflow.models.weights import load_weights
 
     def test_metrics(cfg) -> dict:
         result = evaluate(cfg, load_weights(cfg, Path(cfg.paths.checkpoints) / "best.ckpt"),

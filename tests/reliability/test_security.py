@@ -11,8 +11,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from aeflow import tracking
 from aeflow.data import sources
+from aeflow.tracking import runs as tracking
 from tests.conftest import REPO
 from tests.reliability.conftest import logged_models
 
@@ -85,7 +85,7 @@ SECRET = "s3cr3t-Do-Not-Log-7f1e"
 
 
 def test_no_environment_secrets_in_the_logged_run(tmp_path, monkeypatch, tiny_cfg):
-    from aeflow.training import train
+    from aeflow.training.train import train
 
     for var in ("AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
                 "AEFLOW_API_TOKEN", "DATABASE_URL"):

@@ -14,7 +14,7 @@ import mlflow
 import pytest
 import torch
 
-from aeflow import tracking
+from aeflow.tracking import runs as tracking
 from tests.conftest import make_synthetic_idx
 from tests.reliability.conftest import TINY, free_port, logged_models, stage_env, write_params
 

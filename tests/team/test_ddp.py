@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from aeflow import serving
-from aeflow.checkpoints import load_weights
-from aeflow.config import compose
+from aeflow.config.params import compose
+from aeflow.models.weights import load_weights
+from aeflow.serving import pyfunc as serving
 from tests.conftest import REPO, make_synthetic_idx
 from tests.team.conftest import run
 

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from aeflow import registry, serving, tracking
-from aeflow.distributed import is_rank_zero
-from aeflow.encode import InputError, read_images
+from aeflow.serving import pyfunc as serving
+from aeflow.serving.encode import InputError, read_images
+from aeflow.tracking import registry
+from aeflow.tracking import runs as tracking
+from aeflow.training.distributed import is_rank_zero
 
 
 def test_project_root_is_dvc_root_or_the_main_repository(tmp_path, monkeypatch):

@@ -1,9 +1,10 @@
 import pytest
 from omegaconf import OmegaConf
 
-from aeflow.config import compose, instantiate_model
+from aeflow.config.instantiate import instantiate_model
+from aeflow.config.params import compose
+from aeflow.config.schema import validate
 from aeflow.errors import ConfigError
-from aeflow.schema import validate
 from tests.conftest import REPO
 
 

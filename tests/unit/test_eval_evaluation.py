@@ -7,17 +7,17 @@ import re
 import pytest
 import torch
 
-from aeflow import figures, report
-from aeflow import metrics as M
-from aeflow.config import instantiate_datamodule, instantiate_model
-from aeflow.evaluation import evaluate, fit_pca, probe_subset, worst_images
-from aeflow.schema import EvaluateConfig
+from aeflow.config.instantiate import instantiate_datamodule, instantiate_model
+from aeflow.config.schema import EvaluateConfig
+from aeflow.evaluation import metrics as M
+from aeflow.evaluation.evaluate import evaluate, fit_pca, probe_subset, worst_images
+from aeflow.reporting import figures, report
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     """The default config on tiny synthetic data with 8-D codes, evaluated once for this module."""
-    from aeflow.config import compose
+    from aeflow.config.params import compose
     from tests.conftest import make_synthetic_idx
 
     tmp = tmp_path_factory.mktemp("eval")
@@ -86,8 +86,8 @@ def test_interpolation_pairs_join_different_digits():
 
 
 def test_settings_are_validated(tiny_cfg):
+    from aeflow.config.schema import validate
     from aeflow.errors import ConfigError
-    from aeflow.schema import validate
 
     tiny_cfg.evaluate.knn_k = 0
     with pytest.raises(ConfigError, match="evaluate.knn_k=0"):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from aeflow import metrics as M
+from aeflow.evaluation import metrics as M
 
 
 def test_psnr_is_ten_log10_of_one_over_mse_for_data_range_one():

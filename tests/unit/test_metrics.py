@@ -1,8 +1,15 @@
 import pytest
 import torch
 
-from aeflow.metrics import BY_DIGIT, MSE, SQ_ERR, ReconstructionMeter, bce_per_image, sq_err_per_image
-from aeflow.pca import PCA
+from aeflow.evaluation.metrics import (
+    BY_DIGIT,
+    MSE,
+    SQ_ERR,
+    ReconstructionMeter,
+    bce_per_image,
+    sq_err_per_image,
+)
+from aeflow.evaluation.pca import PCA
 
 
 def test_sq_err_per_image_hand_computed():

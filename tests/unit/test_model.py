@@ -5,10 +5,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from aeflow.config import compose, instantiate_model
+from aeflow.config.instantiate import instantiate_model
+from aeflow.config.params import compose
 from aeflow.errors import TrainingError
 from aeflow.models.autoencoder import reconstruction_loss
-from aeflow.training import train
+from aeflow.training.train import train
 
 
 def test_forward_shapes_and_range():
@@ -85,7 +86,7 @@ def test_training_cut_short_by_max_time_warns_and_tags_the_run(tiny_cfg, caplog)
     # the stage must say so, not finish as if nothing happened.
     tiny_cfg.trainer.max_epochs = 10_000
     tiny_cfg.trainer.max_time = "00:00:00:01"
-    with caplog.at_level("WARNING", logger="aeflow.training"):
+    with caplog.at_level("WARNING", logger="aeflow.training.train"):
         result = train(tiny_cfg)
     assert result.metrics["epochs"] < 10_000
     assert "trainer.max_time (00:00:00:01) stopped training after" in caplog.text
@@ -95,7 +96,7 @@ def test_training_cut_short_by_max_time_warns_and_tags_the_run(tiny_cfg, caplog)
 
 def test_training_that_reaches_max_epochs_is_not_reported_cut_short(tiny_cfg, caplog):
     tiny_cfg.trainer.max_time = "00:01:00:00"
-    with caplog.at_level("WARNING", logger="aeflow.training"):
+    with caplog.at_level("WARNING", logger="aeflow.training.train"):
         result = train(tiny_cfg)
     assert result.metrics["epochs"] == 2
     assert "stopped training after" not in caplog.text

@@ -12,11 +12,12 @@ import pytorch_lightning as pl
 import torch
 from benchmarks.bench import stage_imports  # the bench's start-up probe imports the same list
 
-from aeflow import performance
-from aeflow.config import compose, instantiate_datamodule, instantiate_model
+from aeflow.config.instantiate import instantiate_datamodule, instantiate_model
+from aeflow.config.params import compose
+from aeflow.config.schema import validate
 from aeflow.data.datamodule import IDXDataModule
 from aeflow.errors import ConfigError, TrainingError
-from aeflow.schema import validate
+from aeflow.training import performance
 from tests.conftest import REPO
 
 
@@ -26,7 +27,7 @@ def test_download_stage_imports_neither_lightning_nor_mlflow():
     code = (
         "import importlib, sys\n"
         f"for m in {mods!r}: importlib.import_module(m)\n"
-        "from aeflow.config import load_params\n"
+        "from aeflow.config.params import load_params\n"
         "load_params(sections=('paths', 'data.source'))\n"
         "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'mlflow') if m in sys.modules))\n"
     )
@@ -65,7 +66,7 @@ def test_bad_performance_values_are_refused(override, message):
 
 
 def test_build_trainer_applies_matmul_precision_and_progress_bar_rate(tiny_cfg):
-    from aeflow.training import build_trainer
+    from aeflow.training.train import build_trainer
 
     before, threads = torch.get_float32_matmul_precision(), torch.get_num_threads()
     tiny_cfg.performance.float32_matmul_precision = "high"

@@ -15,13 +15,14 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping
 from torch import nn
 
-from aeflow.callbacks import configured_callbacks
-from aeflow.config import compose, instantiate_datamodule, instantiate_model
+from aeflow.config.instantiate import instantiate_datamodule, instantiate_model
+from aeflow.config.params import compose
+from aeflow.config.schema import validate
 from aeflow.data.download import download_dataset
 from aeflow.data.idx import read_idx
 from aeflow.errors import ConfigError
 from aeflow.models.autoencoder import DenoisingAutoencoder
-from aeflow.schema import validate
+from aeflow.training.callbacks import configured_callbacks
 
 PRESETS = ("tutorial", "hinton2006", "hinton2006_2d", "conv", "denoising")
 OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,

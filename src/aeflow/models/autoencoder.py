@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from aeflow.errors import TrainingError
+from aeflow.models.choices import NOISES
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 SCHEDULER_INTERVALS = ("step", "epoch")
-NOISES = ("gaussian", "mask")
 
 
 def reconstruction_loss(name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
+from aeflow.models.choices import ACTIVATIONS, NORMS
+
+_ACTIVATION_CLASSES: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "relu": nn.ReLU,
     "elu": nn.ELU,
@@ -22,15 +24,14 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
     "identity": nn.Identity,
 }
-# Normalisation after each hidden linear/conv layer (before its activation).
-NORMS = ("none", "batch", "layer")
+assert tuple(_ACTIVATION_CLASSES) == ACTIVATIONS  # noqa: S101 (one list of names, checked at import)
 
 
 def activation(name: str) -> nn.Module:
     try:
-        return ACTIVATIONS[name]()
+        return _ACTIVATION_CLASSES[name]()
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}") from None
+        raise ValueError(f"unknown activation {name!r}; allowed: {sorted(_ACTIVATION_CLASSES)}") from None
 
 
 _act = activation  # for classes whose `activation` argument shadows the function

@@ -6,7 +6,7 @@ from aeflow.stages.common import run_stage
 def main() -> None:
     from omegaconf import OmegaConf
 
-    from aeflow.config import load_params
+    from aeflow.config.params import load_params
     from aeflow.data.download import download_dataset
 
     cfg = load_params(sections=("paths", "data.source"))

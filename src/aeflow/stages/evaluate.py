@@ -8,11 +8,12 @@ from aeflow.stages.common import run_stage
 def main() -> None:
     import mlflow
 
-    from aeflow import tracking
-    from aeflow.checkpoints import BEST, checkpoint_path, load_weights
-    from aeflow.config import instantiate_datamodule, load_params
-    from aeflow.evaluation import evaluate, write_rows_csv
+    from aeflow.config.instantiate import instantiate_datamodule
+    from aeflow.config.params import load_params
+    from aeflow.evaluation.evaluate import evaluate, write_rows_csv
     from aeflow.io import write_json
+    from aeflow.models.weights import BEST, checkpoint_path, load_weights
+    from aeflow.tracking import runs as tracking
 
     cfg = load_params()
     model = load_weights(cfg, checkpoint_path(cfg, BEST))
@@ -24,7 +25,9 @@ def main() -> None:
         mlflow.log_metrics({k.replace(".", "/"): v for k, v in tracking.flatten(result.metrics).items()})
         for path in (cfg.paths.eval_metrics, cfg.paths.eval_details, cfg.paths.per_digit):
             mlflow.log_artifact(path, artifact_path="metrics")
-    from aeflow.registry import register_if_configured  # issue 7: model registry (mlflow.register_model)
+    from aeflow.tracking.registry import (
+        register_if_configured,  # issue 7: model registry (mlflow.register_model)
+    )
 
     register_if_configured(cfg, result.metrics)
 

@@ -4,8 +4,8 @@ from aeflow.stages.common import run_stage
 
 
 def main() -> None:
-    from aeflow.config import load_params
-    from aeflow.training import train
+    from aeflow.config.params import load_params
+    from aeflow.training.train import train
 
     train(load_params())
 

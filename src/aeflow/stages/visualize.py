@@ -11,13 +11,15 @@ def main() -> None:
 
     import mlflow
 
-    from aeflow import figures, report, tracking
-    from aeflow.checkpoints import BEST, checkpoint_path, load_weights
-    from aeflow.config import instantiate_datamodule, load_params
-    from aeflow.evaluation import NAMES, fit_pca, settings, to_float
+    from aeflow.config.instantiate import instantiate_datamodule
+    from aeflow.config.params import load_params
+    from aeflow.config.schema import VisualizeConfig
+    from aeflow.evaluation.evaluate import NAMES, fit_pca, settings, to_float
+    from aeflow.evaluation.metrics import LABELS, SQ_ERR
     from aeflow.io import write_text
-    from aeflow.metrics import LABELS, SQ_ERR
-    from aeflow.schema import VisualizeConfig
+    from aeflow.models.weights import BEST, checkpoint_path, load_weights
+    from aeflow.reporting import figures, report
+    from aeflow.tracking import runs as tracking
 
     cfg = load_params()
     knobs = settings(cfg, "visualize", VisualizeConfig)

@@ -12,8 +12,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from aeflow.evaluation.pca import PCA  # noqa: E402
 from aeflow.io import atomic_path  # noqa: E402
-from aeflow.pca import PCA  # noqa: E402
 
 RECONSTRUCTIONS = "reconstructions.png"
 CODES_2D = "codes_2d.png"

@@ -30,10 +30,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
-from aeflow import tracking
-from aeflow.checkpoints import LAST, is_loadable
 from aeflow.errors import TrainingError
 from aeflow.io import write_json
+from aeflow.models.weights import LAST, is_loadable
+from aeflow.tracking import runs as tracking
 
 log = logging.getLogger(__name__)
 

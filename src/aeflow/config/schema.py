@@ -24,6 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from aeflow.errors import ConfigError
+from aeflow.models.choices import ACTIVATIONS, NOISES, NORMS
 
 
 @dataclass
@@ -72,7 +73,7 @@ class SourceConfig:
 
 @dataclass
 class PerformanceConfig:
-    """Speed switches (aeflow.performance); none changes results on the CPU."""
+    """Speed switches (aeflow.training.performance); none changes results on the CPU."""
 
     float32_matmul_precision: str = "highest"
     compile: bool = False
@@ -82,7 +83,7 @@ class PerformanceConfig:
 
 @dataclass
 class EvaluateConfig:
-    """Knobs of the evaluate stage (aeflow.evaluation)."""
+    """Knobs of the evaluate stage (aeflow.evaluation.evaluate)."""
 
     probe_train_size: int = 10000  # seeded subsample of the training split the probes are fitted on
     knn_k: int = 5
@@ -92,7 +93,7 @@ class EvaluateConfig:
 
 @dataclass
 class VisualizeConfig:
-    """Knobs of the visualize stage (aeflow.figures, aeflow.report)."""
+    """Knobs of the visualize stage (aeflow.reporting.figures, aeflow.reporting.report)."""
 
     map_points: int = 5000  # test images on the 2-D code maps
     interpolation_pairs: int = 5
@@ -261,9 +262,6 @@ def _check_schedule_and_callbacks(cfg: DictConfig, sections: set[str]) -> None:
 
 def _check_model_choices(cfg: DictConfig) -> None:
     """Names the networks look up (activation, norm, noise), checked before anything is built."""
-    from aeflow.models.autoencoder import NOISES
-    from aeflow.models.components import ACTIVATIONS, NORMS
-
     for part in ("encoder", "decoder"):
         node = cfg.model.get(part) or {}
         for key in ("activation", "code_activation"):

@@ -31,7 +31,7 @@ class AutoencoderPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from omegaconf import OmegaConf
 
-        from aeflow.config import instantiate_model
+        from aeflow.config.instantiate import instantiate_model
 
         cfg = OmegaConf.load(context.artifacts["config"])
         self.model = instantiate_model(cfg)

@@ -74,7 +74,7 @@ def read_images(source: str | Path) -> tuple[np.ndarray, list[str]]:
 def from_model_uri(uri: str, tracking_uri: str | None = None) -> Predict:
     import mlflow
 
-    from aeflow import tracking
+    from aeflow.tracking import runs as tracking
 
     mlflow.set_tracking_uri(tracking.tracking_uri(tracking_uri))
     model = mlflow.pyfunc.load_model(uri)
@@ -82,9 +82,9 @@ def from_model_uri(uri: str, tracking_uri: str | None = None) -> Predict:
 
 
 def from_checkpoint(checkpoint: str | Path, params: str | Path) -> Predict:
-    from aeflow import serving
-    from aeflow.checkpoints import load_weights
-    from aeflow.config import load_params
+    from aeflow.config.params import load_params
+    from aeflow.models.weights import load_weights
+    from aeflow.serving import pyfunc as serving
 
     cfg = load_params(params, sections=("model", "optimizer"))
     model = load_weights(cfg, checkpoint)  # torch.load(weights_only=True)

@@ -18,8 +18,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from aeflow import metrics as M
-from aeflow.evaluation import COMPRESSION, MODEL, PCA_KEY, PIXELS
+from aeflow.evaluation import metrics as M
+from aeflow.evaluation.evaluate import COMPRESSION, MODEL, PCA_KEY, PIXELS
 
 TITLE = "Autoencoder evaluation report"
 # Hinton & Salakhutdinov, "Reducing the dimensionality of data with neural networks",

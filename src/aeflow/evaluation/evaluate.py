@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from aeflow import metrics as M
-from aeflow.pca import PCA
-from aeflow.schema import EvaluateConfig
+from aeflow.config.schema import EvaluateConfig
+from aeflow.evaluation import metrics as M
+from aeflow.evaluation.pca import PCA
 
 log = logging.getLogger(__name__)
 

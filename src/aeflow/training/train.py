@@ -15,13 +15,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 
-from aeflow import distributed, performance, serving, tracking
-from aeflow.callbacks import LossHistory, configured_callbacks
-from aeflow.checkpoints import BEST, LAST, AtomicCheckpointIO, checkpoint_path, load_weights
-from aeflow.config import instantiate_datamodule, instantiate_model, to_container
+from aeflow.config.instantiate import instantiate_datamodule, instantiate_model
+from aeflow.config.params import to_container
 from aeflow.errors import TrackingError, TrainingError
 from aeflow.io import atomic_path, copy_file, write_json, write_text
-from aeflow.recovery import ResumeDir, TolerantMLFlowLogger, checkpoint_epochs, describe_failure
+from aeflow.models.weights import BEST, LAST, checkpoint_path, load_weights
+from aeflow.serving import pyfunc as serving
+from aeflow.tracking import runs as tracking
+from aeflow.training import distributed, performance
+from aeflow.training.callbacks import LossHistory, configured_callbacks
+from aeflow.training.checkpoints import AtomicCheckpointIO
+from aeflow.training.recovery import ResumeDir, TolerantMLFlowLogger, checkpoint_epochs, describe_failure
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
 
     Writes the best/last checkpoints, the run id file, the loss curve and the
     training metrics at the paths in `cfg.paths`. An interrupted run (killed,
-    or the tracking store gone) resumes: see `aeflow.recovery`.
+    or the tracking store gone) resumes: see `aeflow.training.recovery`.
     """
     uri = tracking.store_uri(tracking.tracking_uri(cfg.mlflow.tracking_uri))
     tracking.preflight(uri)  # seconds, naming the URI, before any data is read or a run is created

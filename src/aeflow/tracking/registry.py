@@ -16,7 +16,7 @@ from typing import Any
 import mlflow
 from omegaconf import DictConfig
 
-from aeflow import tracking
+from aeflow.tracking import runs as tracking
 
 log = logging.getLogger(__name__)
 

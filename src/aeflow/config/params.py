@@ -1,4 +1,4 @@
-"""Reading params.yaml (the composition of conf/) and building objects from it."""
+"""params.yaml: the composition of conf/ (what `dvc exp run` writes), loaded and validated."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from aeflow.schema import SECTIONS, validate
+from aeflow.config.schema import SECTIONS, validate
+from aeflow.io import write_text
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +43,6 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-def instantiate_datamodule(cfg: DictConfig, **kwargs: Any):
-    from hydra.utils import instantiate
-
-    node = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k != "source"])
-    return instantiate(node, data_dir=cfg.paths.data, seed=cfg.seed, _convert_="all", **kwargs)
-
-
-def instantiate_model(cfg: DictConfig):
-    from hydra.utils import instantiate
-
-    # `scheduler` is optional (configs written before it existed have none).
-    schedule = cfg.get("scheduler") or {}
-    factory = schedule.get("lr_scheduler")
-    extra = {}
-    if factory is not None:
-        extra = {"scheduler": instantiate(factory), "scheduler_interval": schedule.get("interval", "step")}
-    return instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all", **extra)
-
-
 def main(argv: list[str] | None = None) -> None:
     """`python -m aeflow.config`: write or check params.yaml against conf/."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -75,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         if OmegaConf.load(PARAMS_FILE) != cfg:
             raise SystemExit(f"{PARAMS_FILE} is stale: run `python -m aeflow.config` to rewrite it")
         return
-    Path(PARAMS_FILE).write_text(text)
+    write_text(PARAMS_FILE, text)
 
 
 if __name__ == "__main__":

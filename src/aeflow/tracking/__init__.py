@@ -1,0 +1,1 @@
+"""MLflow: the run the stages share, and the model registry."""

@@ -1,0 +1,1 @@
+"""Training: the Lightning loop, its callbacks, checkpoints, resume, performance switches and DDP."""
