@@ -49,7 +49,8 @@ from aeflow.models.autoencoder import reconstruction_loss  # noqa: E402
 MODELS: dict[str, list[str]] = {
     "tutorial": [],  # 784-256-128, the default experiment
     "deep": [  # 784-1000-500-250-30 (Hinton & Salakhutdinov 2006), built from config
-        "model.encoder.hidden=[1000,500,250]", "model.decoder.hidden=[250,500,1000]",
+        "model.encoder.hidden=[1000,500,250]",
+        "model.decoder.hidden=[250,500,1000]",
         "model.latent_dim=30",
     ],
 }
@@ -121,8 +122,10 @@ def data_dir(cfg, out: str | None = None, extra_mirrors: tuple[str, ...] = ()) -
 
     files = {k: dict(v) for k, v in cfg.data.files.items()}
     local = REPO / cfg.paths.data
-    if out is None and all((local / f["file"]).is_file() for f in files.values()) and all(
-        md5_file(local / f["file"]) == f["md5"] for f in files.values()
+    if (
+        out is None
+        and all((local / f["file"]).is_file() for f in files.values())
+        and all(md5_file(local / f["file"]) == f["md5"] for f in files.values())
     ):
         return local
     out = Path(out) if out else REPO / "bench-results" / "data"
@@ -137,8 +140,9 @@ def data_dir(cfg, out: str | None = None, extra_mirrors: tuple[str, ...] = ()) -
 class HandLoop:
     """The minimal loop: same networks and optimizer, float batches already in memory."""
 
-    def __init__(self, cfg, images: torch.Tensor, device: torch.device, batch_size: int,
-                 autocast: bool) -> None:
+    def __init__(
+        self, cfg, images: torch.Tensor, device: torch.device, batch_size: int, autocast: bool
+    ) -> None:
         model = instantiate_model(cfg).to(device)
         self.encoder, self.decoder, self.loss_name = model.encoder, model.decoder, model.loss_name
         params = list(self.encoder.parameters()) + list(self.decoder.parameters())
@@ -169,8 +173,9 @@ class HandLoop:
 
 
 # --------------------------------------------------------------------------- Lightning
-def lightning_run(cfg, n_epochs: int, steps: int, workdir: Path, hand: HandLoop,
-                  tracking: str) -> dict[str, list]:
+def lightning_run(
+    cfg, n_epochs: int, steps: int, workdir: Path, hand: HandLoop, tracking: str
+) -> dict[str, list]:
     """The project's Lightning training, timed per epoch, with a hand-loop measurement between epochs.
 
     tracking="mlflow": the train stage's own `aeflow.training.train` (its trainer,
@@ -252,11 +257,19 @@ def lightning_run(cfg, n_epochs: int, steps: int, workdir: Path, hand: HandLoop,
             pl.seed_everything(cfg.seed)
             dm = instantiate_datamodule(cfg)
             model = performance.compile_model(cfg, instantiate_model(cfg))
-            checkpoint = ModelCheckpoint(dirpath=cfg.paths.checkpoints, filename="best", monitor="val/loss",
-                                         mode="min", save_last=True, enable_version_counter=False)
+            checkpoint = ModelCheckpoint(
+                dirpath=cfg.paths.checkpoints,
+                filename="best",
+                monitor="val/loss",
+                mode="min",
+                save_last=True,
+                enable_version_counter=False,
+            )
             trainer = performance.build_trainer(
-                cfg, callbacks=[checkpoint, LossHistory(cfg.paths.loss_curve), timer],
-                logger=CSVLogger(str(workdir / "logs")))
+                cfg,
+                callbacks=[checkpoint, LossHistory(cfg.paths.loss_curve), timer],
+                logger=CSVLogger(str(workdir / "logs")),
+            )
             trainer.fit(model, datamodule=dm)
     finally:
         IDXDataModule.train_dataloader = original
@@ -265,8 +278,15 @@ def lightning_run(cfg, n_epochs: int, steps: int, workdir: Path, hand: HandLoop,
 
 def bench_model(name: str, overrides: list[str], args, device: torch.device) -> dict[str, Any]:
     accelerator = "gpu" if device.type == "cuda" else "cpu"
-    cfg = compose([*MODELS[name], *overrides, f"trainer.accelerator={accelerator}",
-                   "trainer.enable_model_summary=false", f"data.batch_size={args.batch_size}"])
+    cfg = compose(
+        [
+            *MODELS[name],
+            *overrides,
+            f"trainer.accelerator={accelerator}",
+            "trainer.enable_model_summary=false",
+            f"data.batch_size={args.batch_size}",
+        ]
+    )
     cfg.paths.data = str(data_dir(cfg, args.data_dir, tuple(args.mirror)))
     bf16 = cfg.trainer.get("precision") == "bf16-mixed"
     steps, reps = args.batches, args.repeats
@@ -309,7 +329,9 @@ def bench_model(name: str, overrides: list[str], args, device: torch.device) -> 
         "lightning_step_ms": 1000 * median(light_wall) / steps,
         "hand_step_ms": 1000 * median(hand_wall) / steps,
         "epoch_s_full_mnist": {  # a whole 55k-image training epoch at these rates
-            "hand": len(images) / hand_sps, "lightning": len(images) / light_sps},
+            "hand": len(images) / hand_sps,
+            "lightning": len(images) / light_sps,
+        },
     }
 
 
@@ -350,9 +372,13 @@ def stage_startup(stage: str, repeats: int) -> dict[str, Any]:
         out = proc.stdout
         walls.append(time.perf_counter() - t)
         probes.append(json.loads(out.strip().splitlines()[-1]))
-    return {"stage": stage, "process_s": median(walls),
-            "imports_s": median([p["imports_s"] for p in probes]),
-            "config_s": median([p["config_s"] for p in probes]), "loaded": probes[0]["loaded"]}
+    return {
+        "stage": stage,
+        "process_s": median(walls),
+        "imports_s": median([p["imports_s"] for p in probes]),
+        "config_s": median([p["config_s"] for p in probes]),
+        "loaded": probes[0]["loaded"],
+    }
 
 
 def interpreter_startup(repeats: int) -> float:
@@ -385,22 +411,31 @@ def table(result: dict[str, Any]) -> str:
             f"{r['lightning_over_hand_paired']:>6.3f} {r['lightning_over_hand_cpu_time']:>6.3f} "
             f"{r['lightning_gflops']:>8.1f} {r['lightning_of_peak']:>8.1%} "
             f"{'-' if peak_cpu is None else format(peak_cpu, '.1%'):>6} "
-            f"{r['data_wait_share']:>9.2%} {r['lightning_step_ms']:>8.2f}")
-    lines.append("ratio: Lightning/hand samples/s (medians); paired: median of per-epoch ratios; "
-                 "cpu-t: the same in process CPU time;\nof peak: Lightning's GFLOP/s / the matmul rate "
-                 "(cpu-t: both per CPU-second)")
+            f"{r['data_wait_share']:>9.2%} {r['lightning_step_ms']:>8.2f}"
+        )
+    lines.append(
+        "ratio: Lightning/hand samples/s (medians); paired: median of per-epoch ratios; "
+        "cpu-t: the same in process CPU time;\nof peak: Lightning's GFLOP/s / the matmul rate "
+        "(cpu-t: both per CPU-second)"
+    )
     if result.get("startup"):
-        lines += ["", f"stage start-up (interpreter alone {result['interpreter_s']:.2f} s):",
-                  f"{'stage':<10} {'process s':>9} {'imports s':>9} {'config s':>8}  heavy modules loaded"]
+        lines += [
+            "",
+            f"stage start-up (interpreter alone {result['interpreter_s']:.2f} s):",
+            f"{'stage':<10} {'process s':>9} {'imports s':>9} {'config s':>8}  heavy modules loaded",
+        ]
         for s in result["startup"]:
-            lines.append(f"{s['stage']:<10} {s['process_s']:>9.2f} {s['imports_s']:>9.2f} "
-                         f"{s['config_s']:>8.3f}  {', '.join(s['loaded']) or '-'}")
+            lines.append(
+                f"{s['stage']:<10} {s['process_s']:>9.2f} {s['imports_s']:>9.2f} "
+                f"{s['config_s']:>8.3f}  {', '.join(s['loaded']) or '-'}"
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default="tutorial,deep", help="comma-separated: " + ", ".join(MODELS))
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--batches", type=int, default=30, help="training steps per measurement")
@@ -408,18 +443,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=5, help="hand-loop warm-up steps")
     parser.add_argument("--matmul-n", type=int, default=2048)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0: torch's default, one per core); 1 on a shared machine")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0: torch's default, one per core); 1 on a shared machine",
+    )
     parser.add_argument("--precision", default=None, help="e.g. bf16-mixed (trainer.precision)")
     parser.add_argument("--tf32", action="store_true", help="performance.float32_matmul_precision=high")
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override")
     parser.add_argument("--no-startup", action="store_true", help="skip the stage start-up timings")
-    parser.add_argument("--tracking", choices=("mlflow", "csv"), default="mlflow",
-                        help="mlflow: time aeflow.training.train itself; csv: same trainer, no MLflow")
+    parser.add_argument(
+        "--tracking",
+        choices=("mlflow", "csv"),
+        default="mlflow",
+        help="mlflow: time aeflow.training.train itself; csv: same trainer, no MLflow",
+    )
     parser.add_argument("--startup-repeats", type=int, default=3)
     parser.add_argument("--stages", default=",".join(STAGES), help="stages whose start-up is timed")
-    parser.add_argument("--data-dir", default=None,
-                        help="verified MNIST here (default: data/raw if complete, else bench-results/data)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="verified MNIST here (default: data/raw if complete, else bench-results/data)",
+    )
     parser.add_argument("--mirror", action="append", default=[], help="MNIST mirror tried first")
     parser.add_argument("--json", default=str(REPO / "bench-results" / "bench.json"))
     args = parser.parse_args(argv)
@@ -444,19 +490,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         overrides.append("trainer=gpu")
 
     machine: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-        or platform.machine(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
-        "matmul_n": args.matmul_n, "cores": os.cpu_count(), "load_avg_1min": os.getloadavg()[0],
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "matmul_n": args.matmul_n,
+        "cores": os.cpu_count(),
+        "load_avg_1min": os.getloadavg()[0],
     }
     prev_tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False  # the true fp32 rate
     machine["matmul_gflops_fp32"], machine["matmul_gflops_fp32_cpu_time"] = matmul_gflops(
-        device, args.matmul_n, torch.float32, args.repeats)
+        device, args.matmul_n, torch.float32, args.repeats
+    )
     torch.backends.cuda.matmul.allow_tf32 = prev_tf32
     if device.type == "cuda":
         machine["matmul_gflops_tf32"] = (
-            matmul_gflops(device, args.matmul_n, torch.float32, args.repeats)[0] if args.tf32 else None)
+            matmul_gflops(device, args.matmul_n, torch.float32, args.repeats)[0] if args.tf32 else None
+        )
         machine["matmul_gflops_bf16"] = matmul_gflops(device, args.matmul_n, torch.bfloat16, args.repeats)[0]
 
     results = []
@@ -471,11 +524,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r["lightning_of_peak"] = r["lightning_gflops"] / peak
         if device.type == "cpu":  # both rates per CPU-second: immune to other processes' load
             r["lightning_of_peak_cpu_time"] = (
-                r["lightning_gflops_cpu_time"] / machine["matmul_gflops_fp32_cpu_time"])
+                r["lightning_gflops_cpu_time"] / machine["matmul_gflops_fp32_cpu_time"]
+            )
         r["hand_of_peak"] = r["hand_gflops"] / peak
         results.append(r)
-    result: dict[str, Any] = {"machine": machine, "models": results,
-                              "settings": {k: v for k, v in vars(args).items() if k != "json"}}
+    result: dict[str, Any] = {
+        "machine": machine,
+        "models": results,
+        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+    }
     if not args.no_startup:
         result["interpreter_s"] = interpreter_startup(args.startup_repeats)
         result["startup"] = [stage_startup(s, args.startup_repeats) for s in args.stages.split(",")]

@@ -47,8 +47,16 @@ def sh(cwd: Path, *cmd: str) -> tuple[float, str]:
 
 def copy_project(dest: Path) -> None:
     """The project's files (tracked, or untracked and not ignored) in a fresh git repository."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, listed):
         if (REPO / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -62,8 +70,9 @@ def copy_project(dest: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--override", action="append", default=[], help="Hydra override for params.yaml")
     parser.add_argument("--noop-repeats", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
@@ -111,14 +120,23 @@ def main(argv: list[str] | None = None) -> dict:
         "noop_ran_nothing": "Running stage" not in noop_out,
         "stages_ran": [ln.split("'")[1] for ln in out.splitlines() if ln.startswith("Running stage")],
     }
-    print(f"fresh dvc repro: {total:.1f} s (download {download_s:.1f} s, then train+evaluate+visualize "
-          f"{rest_s:.1f} s); training itself {train_s:.1f} s for {train.get('epochs')} epochs")
-    print("per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in stage_s.items())
-          + f"; train stage minus training: {result['train_stage_minus_training_s']:.1f} s")
-    print(f"fresh / (training + download): {result['fresh_over_train_plus_download']:.2f}x   "
-          f"overhead {result['overhead_s']:.1f} s")
-    print(f"no-op dvc repro: {result['noop_repro_s']:.2f} s (median of {len(noop)}), "
-          f"ran nothing: {result['noop_ran_nothing']}")
+    print(
+        f"fresh dvc repro: {total:.1f} s (download {download_s:.1f} s, then train+evaluate+visualize "
+        f"{rest_s:.1f} s); training itself {train_s:.1f} s for {train.get('epochs')} epochs"
+    )
+    print(
+        "per stage: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in stage_s.items())
+        + f"; train stage minus training: {result['train_stage_minus_training_s']:.1f} s"
+    )
+    print(
+        f"fresh / (training + download): {result['fresh_over_train_plus_download']:.2f}x   "
+        f"overhead {result['overhead_s']:.1f} s"
+    )
+    print(
+        f"no-op dvc repro: {result['noop_repro_s']:.2f} s (median of {len(noop)}), "
+        f"ran nothing: {result['noop_ran_nothing']}"
+    )
     print(json.dumps(result, indent=1))
     if args.json:
         write_json(args.json, result)

@@ -27,8 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACT = {"relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
-       "silu": nn.SiLU}
+ACT = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+}
 NORM = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
 
 
@@ -66,14 +72,18 @@ def sq_err(model: nn.Module, images: torch.Tensor) -> float:
 def run(r: dict, train: torch.Tensor, val: torch.Tensor, test: torch.Tensor, dev: str) -> list:
     torch.manual_seed(r.get("seed", 0))
     code, hidden = r.get("code", 30), r.get("hidden", [1000, 500, 250])
-    model = nn.Sequential(mlp([784, *hidden, code], r["act"], r.get("norm")),
-                          mlp([code, *hidden[::-1], 784], r["act"], r.get("norm"))).to(dev)
+    model = nn.Sequential(
+        mlp([784, *hidden, code], r["act"], r.get("norm")),
+        mlp([code, *hidden[::-1], 784], r["act"], r.get("norm")),
+    ).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=r["lr"], weight_decay=r.get("wd", 0.0))
     bs, epochs = r.get("bs", 256), r["epochs"]
     steps = epochs * math.ceil(len(train) / bs)
-    sched = {"onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r["lr"], total_steps=steps),
-             "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps),
-             "none": lambda: None}[r.get("sched", "onecycle")]()
+    sched = {
+        "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r["lr"], total_steps=steps),
+        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps),
+        "none": lambda: None,
+    }[r.get("sched", "onecycle")]()
     started, history = time.time(), []
     for epoch in range(epochs):
         model.train()
@@ -94,8 +104,14 @@ def run(r: dict, train: torch.Tensor, val: torch.Tensor, test: torch.Tensor, dev
                 sched.step()
         if r.get("verbose") or epoch == epochs - 1:
             model.eval()
-            history.append((epoch, round(sq_err(model, val), 3), round(sq_err(model, test), 3),
-                            round(time.time() - started, 1)))
+            history.append(
+                (
+                    epoch,
+                    round(sq_err(model, val), 3),
+                    round(sq_err(model, test), 3),
+                    round(time.time() - started, 1),
+                )
+            )
     return history  # [(epoch, val sq err, test sq err, seconds)]
 
 

@@ -30,8 +30,9 @@ def mnist_mirror() -> Path:
     return MNIST_MIRROR
 
 
-def make_synthetic_idx(folder: Path, n_train: int = 120, n_test: int = 40, side: int = 28,
-                       seed: int = 0, gz: bool = False) -> dict[str, dict[str, str]]:
+def make_synthetic_idx(
+    folder: Path, n_train: int = 120, n_test: int = 40, side: int = 28, seed: int = 0, gz: bool = False
+) -> dict[str, dict[str, str]]:
     """Write four tiny IDX files (blobs of 10 classes); return the `data.files` config for them."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -62,15 +63,31 @@ def synthetic_data(tmp_path: Path) -> tuple[Path, dict]:
 def tiny_cfg(tmp_path: Path, synthetic_data):
     """The real default config, pointed at tiny synthetic data and tmp_path outputs."""
     folder, files = synthetic_data
-    cfg = compose([
-        "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1",
-        "data.batch_size=16", "data.val_size=20",
-    ])
+    cfg = compose(
+        [
+            "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+            "trainer.log_every_n_steps=1",
+            "data.batch_size=16",
+            "data.val_size=20",
+        ]
+    )
     cfg.data.files = files
     cfg.paths.data = str(folder)
-    for key in ("checkpoints", "run_info", "train_metrics", "eval_metrics", "loss_curve", "figures",
-                "resume", "eval_details", "per_digit", "report_html", "report_md"):
+    for key in (
+        "checkpoints",
+        "run_info",
+        "train_metrics",
+        "eval_metrics",
+        "loss_curve",
+        "figures",
+        "resume",
+        "eval_details",
+        "per_digit",
+        "report_html",
+        "report_md",
+    ):
         cfg.paths[key] = str(tmp_path / "out" / cfg.paths[key])
     cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     return cfg

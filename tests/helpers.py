@@ -11,10 +11,15 @@ from pathlib import Path
 from tests.conftest import REPO
 
 # A small slice of real MNIST: one short epoch.
-FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=20", "trainer.limit_val_batches=4",
-        "trainer.enable_progress_bar=false",
-        # Evaluation probes fitted on fewer training codes (the test set stays the full 10k).
-        "evaluate.probe_train_size=2000", "visualize.map_points=2000"]
+FAST = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=20",
+    "trainer.limit_val_batches=4",
+    "trainer.enable_progress_bar=false",
+    # Evaluation probes fitted on fewer training codes (the test set stays the full 10k).
+    "evaluate.probe_train_size=2000",
+    "visualize.map_points=2000",
+]
 
 
 def sh(cwd: Path, *cmd: str) -> str:
@@ -27,8 +32,16 @@ def sh(cwd: Path, *cmd: str) -> str:
 
 def clone_project(dest: Path) -> Path:
     """Copy the project's files (tracked or not ignored) into a fresh git repository."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, listed):
         src = REPO / rel
         if src.is_file():

@@ -13,6 +13,7 @@ from tests.helpers import FAST, clone_project, compose, ran_stages, sh
 
 pytestmark = pytest.mark.integration
 
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, mnist_mirror) -> Path:
     project = clone_project(tmp_path_factory.mktemp("project"))
@@ -23,14 +24,27 @@ def project(tmp_path_factory, mnist_mirror) -> Path:
 
 
 def test_repro_produces_every_declared_output(project):
-    for rel in ("data/raw/train-images-idx3-ubyte", "data/raw/t10k-labels-idx1-ubyte",
-                "models/best.ckpt", "models/last.ckpt", "models/run.json", "metrics/train.json",
-                "metrics/evaluate.json", "plots/loss.csv", "plots/figures/reconstructions.png",
-                "plots/figures/codes_2d.png", "plots/figures/loss.png",
-                # issue 4: evaluation details, the per-digit DVC plot, the new figures, the report
-                "metrics/evaluate_details.json", "plots/per_digit.csv", "plots/figures/worst.png",
-                "plots/figures/interpolation.png", "plots/figures/per_digit.png",
-                "reports/report.html", "reports/report.md"):
+    for rel in (
+        "data/raw/train-images-idx3-ubyte",
+        "data/raw/t10k-labels-idx1-ubyte",
+        "models/best.ckpt",
+        "models/last.ckpt",
+        "models/run.json",
+        "metrics/train.json",
+        "metrics/evaluate.json",
+        "plots/loss.csv",
+        "plots/figures/reconstructions.png",
+        "plots/figures/codes_2d.png",
+        "plots/figures/loss.png",
+        # issue 4: evaluation details, the per-digit DVC plot, the new figures, the report
+        "metrics/evaluate_details.json",
+        "plots/per_digit.csv",
+        "plots/figures/worst.png",
+        "plots/figures/interpolation.png",
+        "plots/figures/per_digit.png",
+        "reports/report.html",
+        "reports/report.md",
+    ):
         assert (project / rel).is_file() and (project / rel).stat().st_size > 0, rel
     metrics = json.loads((project / "metrics/evaluate.json").read_text())
     assert 0 < metrics["test"]["mse"] < 0.2
@@ -42,7 +56,8 @@ def test_repro_produces_every_declared_output(project):
         assert 0.1 < metrics[scorer]["knn_acc"] <= 1 and 0.1 < metrics[scorer]["logreg_acc"] <= 1
         # 8-bit codes cost a little reconstruction quality, never a lot.
         assert metrics[scorer]["sq_err_per_image_int8"] == pytest.approx(
-            metrics[scorer]["sq_err_per_image"], rel=0.2)
+            metrics[scorer]["sq_err_per_image"], rel=0.2
+        )
     assert metrics["pixels"]["knn_acc"] > 0.9  # k-NN on MNIST pixels, 2,000 training images
     assert metrics["compression"]["bytes_float32"] == 4 * metrics["latent_dim"] == 512
 
@@ -58,8 +73,13 @@ def test_report_holds_the_runs_metrics_and_is_self_contained(project):
     html = (project / "reports/report.html").read_text()
     md = (project / "reports/report.md").read_text()
     for text in (html, md):
-        for value in (metrics["test"]["sq_err_per_image"], metrics["pca"]["sq_err_per_image"],
-                      metrics["test"]["knn_acc"], metrics["pca"]["logreg_acc"], metrics["pixels"]["knn_acc"]):
+        for value in (
+            metrics["test"]["sq_err_per_image"],
+            metrics["pca"]["sq_err_per_image"],
+            metrics["test"]["knn_acc"],
+            metrics["pca"]["logreg_acc"],
+            metrics["pixels"]["knn_acc"],
+        ):
             assert fmt(value) in text
         assert run_id in text and str(details["worst"][0]["index"]) in text
     assert html.count('src="data:image/png;base64,') == 6
@@ -69,8 +89,10 @@ def test_report_holds_the_runs_metrics_and_is_self_contained(project):
         assert (project / "plots/figures" / f"{name}.png").is_file()
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client = mlflow.MlflowClient()
-    assert {a.path for a in client.list_artifacts(run_id, "report")} == {"report/report.html",
-                                                                        "report/report.md"}
+    assert {a.path for a in client.list_artifacts(run_id, "report")} == {
+        "report/report.html",
+        "report/report.md",
+    }
     run = client.get_run(run_id)
     assert run.data.metrics["pixels/knn_acc"] == pytest.approx(metrics["pixels"]["knn_acc"])
     assert run.data.metrics["test/ssim"] == pytest.approx(metrics["test"]["ssim"])

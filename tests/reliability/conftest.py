@@ -19,8 +19,14 @@ from tests.helpers import FAST, clone_project, sh
 
 PYTHON_BIN = str(Path(sys.executable).parent)
 # Small, quiet training on the tiny synthetic data (120 train / 40 test images).
-TINY = ["trainer.max_epochs=2", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-        "trainer.log_every_n_steps=1", "data.batch_size=16", "data.val_size=20"]
+TINY = [
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+    "data.batch_size=16",
+    "data.val_size=20",
+]
 
 
 def stage_env(**extra: str) -> dict[str, str]:
@@ -38,15 +44,17 @@ def frozen_env(project: Path, **extra: str) -> dict[str, str]:
 
 
 def dvc(project: Path, *args: str, check: bool = True) -> str:
-    proc = subprocess.run(["dvc", *args], cwd=project, env=frozen_env(project), capture_output=True,
-                          text=True, timeout=900)
+    proc = subprocess.run(
+        ["dvc", *args], cwd=project, env=frozen_env(project), capture_output=True, text=True, timeout=900
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 or not check, f"dvc {' '.join(args)} failed:\n{out[-3000:]}"
     return out
 
 
-def write_params(project: Path, overrides: list[str], data_dir: Path | None = None,
-                 files: dict | None = None, edit=None) -> None:
+def write_params(
+    project: Path, overrides: list[str], data_dir: Path | None = None, files: dict | None = None, edit=None
+) -> None:
     """Compose conf/ with `overrides` into `project/params.yaml` (what `dvc exp run -S` does)."""
     cfg = compose(overrides, conf_dir=REPO / "conf")
     if data_dir is not None:
@@ -61,8 +69,14 @@ def write_params(project: Path, overrides: list[str], data_dir: Path | None = No
 
 def run_stage(project: Path, stage: str = "train", timeout: float = 600, **env: str):
     """`python -m aeflow.stages.<stage>` in `project`, as DVC runs it; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", f"aeflow.stages.{stage}"], cwd=project,
-                          env=stage_env(**env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", f"aeflow.stages.{stage}"],
+        cwd=project,
+        env=stage_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def store_runs(db: Path, experiment: str = "autoencoder") -> list:
@@ -77,8 +91,9 @@ def store_runs(db: Path, experiment: str = "autoencoder") -> list:
 def logged_models(client: mlflow.MlflowClient, run_id: str) -> set[str]:
     """Names of the models a run logged (MLflow 3 keeps them as LoggedModels, not run artifacts)."""
     run = client.get_run(run_id)
-    models = client.search_logged_models([run.info.experiment_id],
-                                         filter_string=f"source_run_id = '{run_id}'")
+    models = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+    )
     return {m.name for m in models}
 
 

@@ -28,8 +28,10 @@ def direct_writes(path: Path) -> list[str]:
         while node in parents:
             node = parents[node]
             if isinstance(node, ast.With) and any(
-                    isinstance(item.context_expr, ast.Call) and ast.unparse(item.context_expr.func).endswith(
-                        "atomic_path") for item in node.items):
+                isinstance(item.context_expr, ast.Call)
+                and ast.unparse(item.context_expr.func).endswith("atomic_path")
+                for item in node.items
+            ):
                 return True
         return False
 
@@ -42,8 +44,9 @@ def direct_writes(path: Path) -> list[str]:
         if isinstance(func, ast.Name) and func.id == "open" and len(node.args) > 1:
             mode = node.args[1]
             is_lock = ".lock" in ast.unparse(node.args[0])  # lock files hold no data
-            is_write = isinstance(mode, ast.Constant) and any(c in str(mode.value) for c in "wax") \
-                and not is_lock
+            is_write = (
+                isinstance(mode, ast.Constant) and any(c in str(mode.value) for c in "wax") and not is_lock
+            )
         if is_write and not in_atomic_block(node):
             found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)[:80]}")
     return found
@@ -56,8 +59,10 @@ def test_stage_modules_write_files_only_atomically():
 
 def test_the_scan_catches_a_direct_write(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("from pathlib import Path\nimport torch\n"
-                   "Path('m.json').write_text('{}')\n"
-                   "with atomic_path('x') as tmp:\n    torch.save({}, tmp)\n"
-                   "torch.save({}, 'y.ckpt')\n")
+    bad.write_text(
+        "from pathlib import Path\nimport torch\n"
+        "Path('m.json').write_text('{}')\n"
+        "with atomic_path('x') as tmp:\n    torch.save({}, tmp)\n"
+        "torch.save({}, 'y.ckpt')\n"
+    )
     assert [w.split(":")[1] for w in direct_writes(bad)] == ["3", "6"]

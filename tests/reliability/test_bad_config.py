@@ -13,14 +13,19 @@ def _misspelt_key(cfg):
 
 CASES = {
     # name: (overrides, edit, words the message must contain)
-    "unknown model": (["model._target_=aeflow.models.autoencoder.Transformer"], None,
-                      ["model._target_", "Transformer", "allowed", "aeflow.models.autoencoder.Autoencoder"]),
-    "unknown optimizer": (["optimizer._target_=torch.optim.Adagrad"], None,
-                          ["optimizer._target_", "Adagrad", "allowed", "torch.optim.Adam"]),
+    "unknown model": (
+        ["model._target_=aeflow.models.autoencoder.Transformer"],
+        None,
+        ["model._target_", "Transformer", "allowed", "aeflow.models.autoencoder.Autoencoder"],
+    ),
+    "unknown optimizer": (
+        ["optimizer._target_=torch.optim.Adagrad"],
+        None,
+        ["optimizer._target_", "Adagrad", "allowed", "torch.optim.Adam"],
+    ),
     "negative lr": (["optimizer.lr=-0.01"], None, ["optimizer.lr", "-0.01", "positive"]),
     "zero latent_dim": (["model.latent_dim=0"], None, ["model.latent_dim", "0", "positive"]),
-    "batch larger than data": (["data.batch_size=5000"], None,
-                               ["data.batch_size", "5000", "at most 100"]),
+    "batch larger than data": (["data.batch_size=5000"], None, ["data.batch_size", "5000", "at most 100"]),
     "misspelt key": ([], _misspelt_key, ["model.latnt_dim", "unknown key", "allowed", "latent_dim"]),
 }
 

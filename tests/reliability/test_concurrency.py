@@ -40,9 +40,19 @@ def test_four_processes_log_to_one_new_sqlite_store(tiny_data, tmp_path):
         project = tmp_path / f"run{seed}"
         write_params(project, [*TINY, f"seed={seed}"], folder, files)
         cmd = f"{sys.executable} -m aeflow.stages.train && {sys.executable} -m aeflow.stages.evaluate"
-        procs.append((project, subprocess.Popen(["bash", "-c", cmd], cwd=project, text=True,
-                                                env=stage_env(MLFLOW_TRACKING_URI=uri),
-                                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)))
+        procs.append(
+            (
+                project,
+                subprocess.Popen(
+                    ["bash", "-c", cmd],
+                    cwd=project,
+                    text=True,
+                    env=stage_env(MLFLOW_TRACKING_URI=uri),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                ),
+            )
+        )
     for _, proc in procs:
         out, _ = proc.communicate(timeout=900)
         assert proc.returncode == 0, out[-3000:]

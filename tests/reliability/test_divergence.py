@@ -9,8 +9,13 @@ import mlflow
 from tests.reliability.conftest import TINY, logged_models, run_stage, store_runs, write_params
 
 # Linear layers, BCE on logits and a huge SGD step: the weights blow up within a few steps.
-DIVERGES = ["model.encoder.activation=identity", "model.encoder.code_activation=identity",
-            "model.decoder.activation=identity", "model.loss=bce", "trainer.max_epochs=5"]
+DIVERGES = [
+    "model.encoder.activation=identity",
+    "model.encoder.code_activation=identity",
+    "model.decoder.activation=identity",
+    "model.loss=bce",
+    "trainer.max_epochs=5",
+]
 
 
 def huge_sgd_step(cfg) -> None:
@@ -23,8 +28,9 @@ def test_nan_loss_fails_the_stage_and_the_run_without_a_model(tiny_data, tmp_pat
     proc = run_stage(tmp_path)
     assert proc.returncode != 0
     message = proc.stderr.strip().splitlines()[-1]
-    assert re.search(r"^error: train loss became (nan|inf|-inf) at epoch \d+, step \d+: training diverged",
-                     message), proc.stderr[-2000:]
+    assert re.search(
+        r"^error: train loss became (nan|inf|-inf) at epoch \d+, step \d+: training diverged", message
+    ), proc.stderr[-2000:]
     assert "optimizer.lr" in message  # says what to change
     [run] = store_runs(tmp_path / "mlflow.db")
     assert run.info.status == "FAILED"

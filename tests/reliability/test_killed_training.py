@@ -41,8 +41,9 @@ from tests.reliability.conftest import (
 EPOCHS = 4
 
 
-def _kill_train_stage(repro: subprocess.Popen, resume_root: Path, sig: signal.Signals = signal.SIGKILL,
-                      timeout: float = 600) -> int:
+def _kill_train_stage(
+    repro: subprocess.Popen, resume_root: Path, sig: signal.Signals = signal.SIGKILL, timeout: float = 600
+) -> int:
     """Wait for the first epoch's checkpoint, then send `sig` to the train stage's process mid-epoch."""
     deadline = time.monotonic() + timeout
     while not list(resume_root.glob("*/last.ckpt")):
@@ -52,26 +53,46 @@ def _kill_train_stage(repro: subprocess.Popen, resume_root: Path, sig: signal.Si
     time.sleep(0.3)  # into the next epoch
     # An exact argv element, so a shell wrapping the command (`sh -c "python -m ..."`, which DVC
     # uses when $SHELL is unset or not exec-ing) is not taken for the stage itself.
-    stages = [p for p in psutil.Process(repro.pid).children(recursive=True)
-              if "aeflow.stages.train" in p.cmdline()]
+    stages = [
+        p for p in psutil.Process(repro.pid).children(recursive=True) if "aeflow.stages.train" in p.cmdline()
+    ]
     assert len(stages) == 1, stages
     os.kill(stages[0].pid, sig)
     return stages[0].pid
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("sig", "status_after_kill"), [
-    (signal.SIGKILL, "RUNNING"),  # killed outright: nothing could mark the run
-    (signal.SIGTERM, "FAILED"),   # Lightning's handler stops at the next batch; train() marks the run
-], ids=["SIGKILL", "SIGTERM"])
-def test_killed_train_stage_resumes_on_next_repro(downloaded_project, mnist_mirror, tmp_path, sig,
-                                                  status_after_kill):
+@pytest.mark.parametrize(
+    ("sig", "status_after_kill"),
+    [
+        (signal.SIGKILL, "RUNNING"),  # killed outright: nothing could mark the run
+        (signal.SIGTERM, "FAILED"),  # Lightning's handler stops at the next batch; train() marks the run
+    ],
+    ids=["SIGKILL", "SIGTERM"],
+)
+def test_killed_train_stage_resumes_on_next_repro(
+    downloaded_project, mnist_mirror, tmp_path, sig, status_after_kill
+):
     project = copy_project(downloaded_project, tmp_path / "project")
-    write_params(project, [f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", f"trainer.max_epochs={EPOCHS}",
-                           "trainer.limit_train_batches=120", "trainer.limit_val_batches=4",
-                           "trainer.enable_progress_bar=false"])
-    proc = subprocess.Popen(["dvc", "repro", "train"], cwd=project, env=frozen_env(project), text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    write_params(
+        project,
+        [
+            f"data.source.mirrors=[{mnist_mirror.as_uri()}/]",
+            f"trainer.max_epochs={EPOCHS}",
+            "trainer.limit_train_batches=120",
+            "trainer.limit_val_batches=4",
+            "trainer.enable_progress_bar=false",
+        ],
+    )
+    proc = subprocess.Popen(
+        ["dvc", "repro", "train"],
+        cwd=project,
+        env=frozen_env(project),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     _kill_train_stage(proc, project / ".resume", sig)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out
@@ -127,8 +148,15 @@ def tiny(tmp: Path, data, *overrides: str):
     folder, files = data
     cfg = compose([*TINY, "trainer.max_epochs=3", *overrides], conf_dir=REPO / "conf")
     cfg.paths.data, cfg.data.files = str(folder), files
-    for key in ("checkpoints", "run_info", "train_metrics", "eval_metrics", "loss_curve", "figures",
-                "resume"):
+    for key in (
+        "checkpoints",
+        "run_info",
+        "train_metrics",
+        "eval_metrics",
+        "loss_curve",
+        "figures",
+        "resume",
+    ):
         cfg.paths[key] = str(tmp / cfg.paths[key])
     cfg.mlflow.tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
     cfg.mlflow.log_model = False
@@ -163,8 +191,10 @@ def test_crashed_run_resumes_to_the_same_weights_in_the_same_run(uninterrupted, 
     assert run.data.tags["aeflow.resumed_after_epoch"] == "1"
     assert result.metrics["epochs"] == 3
     for name in ("best.ckpt", "last.ckpt"):
-        got, want = state_dict(Path(cfg.paths.checkpoints) / name), state_dict(
-            Path(ref_cfg.paths.checkpoints) / name)
+        got, want = (
+            state_dict(Path(cfg.paths.checkpoints) / name),
+            state_dict(Path(ref_cfg.paths.checkpoints) / name),
+        )
         assert all(torch.equal(got[k], want[k]) for k in want), f"{name} differs from an uninterrupted run"
     assert Path(cfg.paths.loss_curve).read_text() == Path(ref_cfg.paths.loss_curve).read_text()
     assert not resume.path.exists()
@@ -215,15 +245,17 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 # --- determinism -------------------------------------------------------------------------------------
 
 
-def test_same_config_and_seed_give_identical_test_metrics_other_seed_differs(uninterrupted, tiny_data,
-                                                                             tmp_path):
+def test_same_config_and_seed_give_identical_test_metrics_other_seed_differs(
+    uninterrupted, tiny_data, tmp_path
+):
     from aeflow.config.instantiate import instantiate_datamodule
     from aeflow.evaluation.evaluate import evaluate
     from aeflow.models.weights import load_weights
 
     def test_metrics(cfg) -> dict:
-        result = evaluate(cfg, load_weights(cfg, Path(cfg.paths.checkpoints) / "best.ckpt"),
-                          instantiate_datamodule(cfg))
+        result = evaluate(
+            cfg, load_weights(cfg, Path(cfg.paths.checkpoints) / "best.ckpt"), instantiate_datamodule(cfg)
+        )
         return getattr(result, "metrics", result)  # the evaluate stage's metrics/evaluate.json
 
     ref_cfg, _ = uninterrupted

@@ -33,15 +33,19 @@ def unsafe_deserialisation(src: Path, unpickler_module: Path) -> list[str]:
             where = f"{path.relative_to(src)}:{node.lineno}"
             if name == "torch.load" or name.endswith(".torch.load"):
                 weights_only = [k for k in node.keywords if k.arg == "weights_only"]
-                if not weights_only or not (isinstance(weights_only[0].value, ast.Constant)
-                                            and weights_only[0].value.value is True):
+                if not weights_only or not (
+                    isinstance(weights_only[0].value, ast.Constant) and weights_only[0].value.value is True
+                ):
                     problems.append(f"{where}: {ast.unparse(node)} without weights_only=True")
-            if re.fullmatch(r"(pickle|cPickle|dill|joblib|cloudpickle)\.(load|loads|Unpickler)", name) \
-                    and path != unpickler_module:
+            if (
+                re.fullmatch(r"(pickle|cPickle|dill|joblib|cloudpickle)\.(load|loads|Unpickler)", name)
+                and path != unpickler_module
+            ):
                 problems.append(f"{where}: {name} outside {unpickler_module.name}")
             if name in ("numpy.load", "np.load") and any(  # numpy's default is allow_pickle=False
-                    k.arg == "allow_pickle" and getattr(k.value, "value", None) is not False
-                    for k in node.keywords):
+                k.arg == "allow_pickle" and getattr(k.value, "value", None) is not False
+                for k in node.keywords
+            ):
                 problems.append(f"{where}: {name} with allow_pickle")
     return problems
 
@@ -52,8 +56,9 @@ def test_no_unsafe_deserialisation_in_src():
 
 
 def test_the_scan_catches_what_it_looks_for(tmp_path):
-    (tmp_path / "bad.py").write_text("import pickle, torch\ntorch.load('x')\npickle.loads(b'')\n"
-                                     "torch.load('y', weights_only=False)\n")
+    (tmp_path / "bad.py").write_text(
+        "import pickle, torch\ntorch.load('x')\npickle.loads(b'')\ntorch.load('y', weights_only=False)\n"
+    )
     problems = unsafe_deserialisation(tmp_path, UNPICKLER_MODULE)
     assert len(problems) == 3 and sum("without weights_only=True" in p for p in problems) == 2, problems
 
@@ -87,8 +92,13 @@ SECRET = "s3cr3t-Do-Not-Log-7f1e"
 def test_no_environment_secrets_in_the_logged_run(tmp_path, monkeypatch, tiny_cfg):
     from aeflow.training.train import train
 
-    for var in ("AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
-                "AEFLOW_API_TOKEN", "DATABASE_URL"):
+    for var in (
+        "AWS_SECRET_ACCESS_KEY",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_TRACKING_TOKEN",
+        "AEFLOW_API_TOKEN",
+        "DATABASE_URL",
+    ):
         monkeypatch.setenv(var, SECRET)
     monkeypatch.chdir(tmp_path)  # the store's artifacts go beside it, not into the repository
     tiny_cfg.mlflow.log_model = True
@@ -100,8 +110,9 @@ def test_no_environment_secrets_in_the_logged_run(tmp_path, monkeypatch, tiny_cf
     assert logged_models(client, result.run_id) == {"model"}
     mlflow.set_tracking_uri(tiny_cfg.mlflow.tracking_uri)
     for what in ("", "model"):  # the run's artifacts and the logged model's
-        mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/{what}",
-                                            dst_path=str(tmp_path / "a" / what))
+        mlflow.artifacts.download_artifacts(
+            f"runs:/{result.run_id}/{what}", dst_path=str(tmp_path / "a" / what)
+        )
     texts = 0
     for path in (tmp_path / "a").rglob("*"):
         if path.is_file():

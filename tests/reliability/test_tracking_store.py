@@ -24,8 +24,14 @@ def test_closed_port_fails_within_30_s_naming_the_uri(tiny_data, tmp_path):
     write_params(tmp_path, TINY, folder, files)
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "aeflow.stages.train"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120, env=stage_env(MLFLOW_TRACKING_URI=uri))
+    proc = subprocess.run(
+        [sys.executable, "-m", "aeflow.stages.train"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=stage_env(MLFLOW_TRACKING_URI=uri),
+    )
     elapsed = time.monotonic() - started
     assert proc.returncode != 0
     message = proc.stderr.strip().splitlines()[-1]
@@ -46,10 +52,25 @@ def test_preflight_does_not_retry_and_hides_credentials():
 
 def _start_server(port: int, root: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--artifacts-destination", (root / "server-artifacts").as_uri()],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=stage_env())
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'server.db'}",
+            "--artifacts-destination",
+            (root / "server-artifacts").as_uri(),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=stage_env(),
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -77,12 +98,22 @@ def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     # Fail fast once the server is gone (MLflow's default retries for minutes).
-    env = stage_env(MLFLOW_TRACKING_URI=uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
-                    MLFLOW_HTTP_REQUEST_TIMEOUT="5", PYTHONPATH=frozen_src)
+    env = stage_env(
+        MLFLOW_TRACKING_URI=uri,
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+        MLFLOW_HTTP_REQUEST_TIMEOUT="5",
+        PYTHONPATH=frozen_src,
+    )
     server = _start_server(port, tmp_path)
     try:
-        train = subprocess.Popen([sys.executable, "-m", "aeflow.stages.train"], cwd=project, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        train = subprocess.Popen(
+            [sys.executable, "-m", "aeflow.stages.train"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         curve = project / "plots" / "loss.csv"
         while not (curve.exists() and len(curve.read_text().splitlines()) >= 2):  # an epoch was logged
             assert train.poll() is None, train.communicate()[1][-3000:]
@@ -100,8 +131,14 @@ def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp
 
         # The server comes back: the next run resumes after the last epoch and finishes the same run.
         server = _start_server(port, tmp_path)
-        again = subprocess.run([sys.executable, "-m", "aeflow.stages.train"], cwd=project, env=env,
-                               capture_output=True, text=True, timeout=600)
+        again = subprocess.run(
+            [sys.executable, "-m", "aeflow.stages.train"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert again.returncode == 0, again.stderr[-3000:]
         client = mlflow.MlflowClient(uri)
         [run] = client.search_runs([client.get_experiment_by_name("autoencoder").experiment_id])

@@ -37,13 +37,16 @@ def env_for(tracking_uri: str | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
-def run(cwd: Path, *cmd: str, tracking_uri: str | None = None, timeout: int = 900,
-        check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env_for(tracking_uri), capture_output=True, text=True,
-                          timeout=timeout)
+def run(
+    cwd: Path, *cmd: str, tracking_uri: str | None = None, timeout: int = 900, check: bool = True
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env_for(tracking_uri), capture_output=True, text=True, timeout=timeout
+    )
     if check:
-        assert proc.returncode == 0, (f"{' '.join(cmd)} failed ({proc.returncode}):\n"
-                                      f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        assert proc.returncode == 0, (
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -60,13 +63,26 @@ class Server:
     log: Path
 
 
-def start_server(cmd: list[str], port: int, log: Path, cwd: Path, ready_path: str = "/health",
-                 tracking_uri: str | None = None, attempts: int = 600) -> Server:
+def start_server(
+    cmd: list[str],
+    port: int,
+    log: Path,
+    cwd: Path,
+    ready_path: str = "/health",
+    tracking_uri: str | None = None,
+    attempts: int = 600,
+) -> Server:
     """Start `cmd` (which listens on 127.0.0.1:port) and wait until `ready_path` answers 200."""
     url = f"http://127.0.0.1:{port}"
     handle = log.open("w")
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env_for(tracking_uri), stdout=handle,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env_for(tracking_uri),
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     for _ in range(attempts):  # polls until the server answers (it loads MLflow, maybe torch)
         if proc.poll() is not None:
             pytest.fail(f"{' '.join(cmd)} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
@@ -105,9 +121,24 @@ def tracking_server(tmp_path_factory) -> Iterator[TrackingServer]:
     artifacts = root / "artifacts"
     port = free_port()
     server = start_server(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", backend, "--artifacts-destination", str(artifacts), "--workers", "1"],
-        port, root / "server.log", cwd=root)
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            str(artifacts),
+            "--workers",
+            "1",
+        ],
+        port,
+        root / "server.log",
+        cwd=root,
+    )
     yield TrackingServer(server.url, server.proc, server.log, backend, artifacts)
     stop_server(server)
 
@@ -126,8 +157,12 @@ class TeamProject:
 def team_project(tmp_path_factory, mnist_mirror, tracking_server) -> TeamProject:
     """A clone that ran `dvc repro` once against the tracking server, model registered, results committed."""
     project = clone_project(tmp_path_factory.mktemp("team-project"))
-    compose(project, f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", *FAST,
-            f"mlflow.register_model={MODEL_NAME}")
+    compose(
+        project,
+        f"data.source.mirrors=[{mnist_mirror.as_uri()}/]",
+        *FAST,
+        f"mlflow.register_model={MODEL_NAME}",
+    )
     out = run(project, "dvc", "repro", tracking_uri=tracking_server.url)
     output = out.stdout + out.stderr
     assert ran_stages(output) == {"download", "train", "evaluate", "visualize"}, output[-3000:]

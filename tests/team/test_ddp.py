@@ -21,10 +21,20 @@ pytestmark = pytest.mark.slow
 
 def test_two_process_ddp_logs_once_and_the_model_loads(tmp_path: Path):
     files = make_synthetic_idx(tmp_path / "data", n_train=200)
-    cfg = compose(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                   "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
-                   "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1",
-                   "data.batch_size=16", "data.val_size=40"], conf_dir=REPO / "conf")
+    cfg = compose(
+        [
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+            "trainer.log_every_n_steps=1",
+            "data.batch_size=16",
+            "data.val_size=40",
+        ],
+        conf_dir=REPO / "conf",
+    )
     cfg.data.files = files
     cfg.paths.data = str(tmp_path / "data")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -53,5 +63,6 @@ def test_two_process_ddp_logs_once_and_the_model_loads(tmp_path: Path):
     mlflow.set_tracking_uri(uri)  # runs:/ URIs resolve against the global store
     served = mlflow.pyfunc.load_model(f"runs:/{run_info['run_id']}/model")
     x = np.random.default_rng(0).random((3, 784), dtype=np.float32)
-    np.testing.assert_allclose(served.predict(x, params={"output": "code"}),
-                               serving.predict(model, x, "code"), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        served.predict(x, params={"output": "code"}), serving.predict(model, x, "code"), rtol=1e-5, atol=1e-6
+    )

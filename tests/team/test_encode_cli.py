@@ -23,11 +23,28 @@ def test_encode_png_folder_from_registry_and_npy_from_checkpoint(team_project, t
         Image.fromarray(image, mode="L").save(folder / f"digit{i}.png")
     np.save(tmp_path / "digits.npy", images)
 
-    out = run(project, str(BIN / "aeflow-encode"), str(folder), "--model", f"models:/{MODEL_NAME}/1",
-              "--out", str(tmp_path / "from_registry"), tracking_uri=team_project.tracking_uri)
+    out = run(
+        project,
+        str(BIN / "aeflow-encode"),
+        str(folder),
+        "--model",
+        f"models:/{MODEL_NAME}/1",
+        "--out",
+        str(tmp_path / "from_registry"),
+        tracking_uri=team_project.tracking_uri,
+    )
     assert "encoded 6 images" in out.stdout
-    run(project, str(BIN / "aeflow-encode"), str(tmp_path / "digits.npy"), "--checkpoint",
-        "models/best.ckpt", "--params", "params.yaml", "--out", str(tmp_path / "from_ckpt"))
+    run(
+        project,
+        str(BIN / "aeflow-encode"),
+        str(tmp_path / "digits.npy"),
+        "--checkpoint",
+        "models/best.ckpt",
+        "--params",
+        "params.yaml",
+        "--out",
+        str(tmp_path / "from_ckpt"),
+    )
 
     a, b = tmp_path / "from_registry", tmp_path / "from_ckpt"
     codes = np.load(a / "codes.npy")
@@ -48,6 +65,14 @@ def test_encode_png_folder_from_registry_and_npy_from_checkpoint(team_project, t
 def test_encode_reports_bad_input_without_traceback(team_project, tmp_path):
     shutil.copy(team_project.path / "params.yaml", tmp_path / "params.yaml")
     (tmp_path / "in").mkdir()
-    proc = run(tmp_path, str(BIN / "aeflow-encode"), str(tmp_path / "in"), "--checkpoint",
-               str(team_project.path / "models/best.ckpt"), "--out", str(tmp_path / "out"), check=False)
+    proc = run(
+        tmp_path,
+        str(BIN / "aeflow-encode"),
+        str(tmp_path / "in"),
+        "--checkpoint",
+        str(team_project.path / "models/best.ckpt"),
+        "--out",
+        str(tmp_path / "out"),
+        check=False,
+    )
     assert proc.returncode != 0 and "error:" in proc.stderr and "Traceback" not in proc.stderr

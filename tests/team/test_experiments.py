@@ -36,8 +36,16 @@ def test_queued_sweep_lands_every_experiment_in_the_project_store(team_project, 
     sizes = ",".join(map(str, SIZES))
     # DVC recomposes params.yaml from conf/ and the -S overrides: the short-run settings go along.
     fixed = [f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", *FAST]
-    out = run(project, "dvc", "exp", "run", "--queue", "-S", f"model.latent_dim=choice({sizes})",
-              *[arg for override in fixed for arg in ("-S", override)])
+    out = run(
+        project,
+        "dvc",
+        "exp",
+        "run",
+        "--queue",
+        "-S",
+        f"model.latent_dim=choice({sizes})",
+        *[arg for override in fixed for arg in ("-S", override)],
+    )
     assert (out.stdout + out.stderr).count("Queued experiment") == len(SIZES), out.stdout + out.stderr
     run(project, "dvc", "queue", "start", "-j", "2")
     status = wait_for_queue(project)

@@ -23,8 +23,12 @@ def test_push_then_pull_in_a_fresh_clone_needs_no_stage(team_project, tmp_path):
     run(clone, "dvc", "remote", "add", "--local", "-d", "team", str(remote))
     run(clone, "dvc", "pull")
 
-    for rel in ("data/raw/train-images-idx3-ubyte", "models/best.ckpt", "models/run.json",
-                "plots/figures/reconstructions.png"):
+    for rel in (
+        "data/raw/train-images-idx3-ubyte",
+        "models/best.ckpt",
+        "models/run.json",
+        "plots/figures/reconstructions.png",
+    ):
         assert (clone / rel).read_bytes() == (project / rel).read_bytes(), rel
     status = run(clone, "dvc", "status")
     assert "up to date" in status.stdout.lower(), status.stdout

@@ -16,25 +16,45 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def _post(url: str, body: dict) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=120) as resp:  # noqa: S310 (127.0.0.1)
         return json.loads(resp.read())
 
 
 def test_served_model_encodes_and_reconstructs(team_project, tracking_server, tmp_path):
     images = read_idx(team_project.path / "data/raw/t10k-images-idx3-ubyte")[:5]
-    x = (images.reshape(5, -1).astype(np.float32) / 255.0)
+    x = images.reshape(5, -1).astype(np.float32) / 255.0
     port = free_port()
     server = start_server(
-        [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL_NAME}/1", "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        port, tmp_path / "serve.log", cwd=tmp_path, ready_path="/ping", tracking_uri=tracking_server.url)
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{MODEL_NAME}/1",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        port,
+        tmp_path / "serve.log",
+        cwd=tmp_path,
+        ready_path="/ping",
+        tracking_uri=tracking_server.url,
+    )
     try:
         url = server.url + "/invocations"
         codes = np.asarray(_post(url, {"inputs": x.tolist(), "params": {"output": "code"}})["predictions"])
-        recon = np.asarray(_post(url, {"inputs": x.tolist(),
-                                       "params": {"output": "reconstruction"}})["predictions"])
+        recon = np.asarray(
+            _post(url, {"inputs": x.tolist(), "params": {"output": "reconstruction"}})["predictions"]
+        )
         default = np.asarray(_post(url, {"inputs": x.tolist()})["predictions"])
     finally:
         stop_server(server)

@@ -35,16 +35,19 @@ def test_metric_tags_are_every_numeric_leaf():
     assert "test.sq_err_per_image = 3" in registry.describe({"test.sq_err_per_image": "3.0"}, "r1")
 
 
-@pytest.mark.parametrize(("env", "zero"), [
-    ({}, True),
-    ({"LOCAL_RANK": "0"}, True),
-    ({"LOCAL_RANK": "1"}, False),  # a child of Lightning's DDP launcher
-    ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),  # first process of the second node
-    ({"RANK": "0", "LOCAL_RANK": "0"}, True),  # torchrun
-    ({"RANK": "3", "LOCAL_RANK": "1"}, False),
-    ({"SLURM_PROCID": "2"}, False),
-    ({"SLURM_PROCID": "0"}, True),
-])
+@pytest.mark.parametrize(
+    ("env", "zero"),
+    [
+        ({}, True),
+        ({"LOCAL_RANK": "0"}, True),
+        ({"LOCAL_RANK": "1"}, False),  # a child of Lightning's DDP launcher
+        ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),  # first process of the second node
+        ({"RANK": "0", "LOCAL_RANK": "0"}, True),  # torchrun
+        ({"RANK": "3", "LOCAL_RANK": "1"}, False),
+        ({"SLURM_PROCID": "2"}, False),
+        ({"SLURM_PROCID": "0"}, True),
+    ],
+)
 def test_rank_zero_from_launcher_environment(env, zero):
     assert is_rank_zero(env) is zero
 

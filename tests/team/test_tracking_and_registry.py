@@ -41,8 +41,9 @@ def test_run_metrics_images_and_model_are_on_the_server(team_project, tracking_s
     assert "figures/reconstructions.png" in figures
     stored = list(tracking_server.artifacts.rglob("reconstructions.png"))
     assert len(stored) == 1 and stored[0].stat().st_size > 0
-    local = client.download_artifacts(run.info.run_id, "figures/reconstructions.png",
-                                      str(team_project.path.parent))
+    local = client.download_artifacts(
+        run.info.run_id, "figures/reconstructions.png", str(team_project.path.parent)
+    )
     assert Path(local).read_bytes() == stored[0].read_bytes()
     mlflow.set_tracking_uri(tracking_server.url)
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
@@ -60,7 +61,8 @@ def test_evaluate_registers_a_version_with_test_metrics(team_project, tracking_s
     evaluated = json.loads((team_project.path / "metrics/evaluate.json").read_text())
     for key in ("test", "pca"):
         assert float(version.tags[f"{key}.sq_err_per_image"]) == pytest.approx(
-            evaluated[key]["sq_err_per_image"])
+            evaluated[key]["sq_err_per_image"]
+        )
     assert version.tags["git_commit"] == run.data.tags["git_commit"]
     assert "test.sq_err_per_image" in version.description
     # Promotion: an alias a deployment follows.

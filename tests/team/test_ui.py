@@ -25,8 +25,15 @@ from tests.team.conftest import BIN, free_port, start_server, stop_server
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's `chromium` package; never a downloaded browser
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TIMEOUT_MS = 180_000  # the single-page app loads slowly on a busy 2-core machine
 
 
@@ -42,10 +49,24 @@ def test_run_page_shows_test_metric_and_reconstructions(team_project, tracking_s
 
     port = free_port()
     ui = start_server(
-        [str(BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", tracking_server.backend_uri,
-         "--artifacts-destination", str(tracking_server.artifacts)],
-        port, tmp_path / "ui.log", cwd=tmp_path)
+        [
+            str(BIN / "mlflow"),
+            "ui",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            tracking_server.backend_uri,
+            "--artifacts-destination",
+            str(tracking_server.artifacts),
+        ],
+        port,
+        tmp_path / "ui.log",
+        cwd=tmp_path,
+    )
     page_url = f"{ui.url}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
     screenshot = tmp_path / "mlflow_ui.png"
     try:

@@ -19,10 +19,15 @@ def test_default_is_the_tutorial_model():
     validate(cfg)
     model = instantiate_model(cfg)
     linear = [m for m in model.modules() if m.__class__.__name__ == "Linear"]
-    assert [(m.in_features, m.out_features) for m in linear] == [(784, 256), (256, 128), (128, 256),
-                                                                  (256, 784)]
-    acts = [m.__class__.__name__ for m in model.encoder.net] + [m.__class__.__name__
-                                                                 for m in model.decoder.net]
+    assert [(m.in_features, m.out_features) for m in linear] == [
+        (784, 256),
+        (256, 128),
+        (128, 256),
+        (256, 784),
+    ]
+    acts = [m.__class__.__name__ for m in model.encoder.net] + [
+        m.__class__.__name__ for m in model.decoder.net
+    ]
     assert acts == ["Linear", "Sigmoid", "Linear", "Sigmoid", "Linear", "Sigmoid", "Linear", "Identity"]
     assert cfg.model.loss == "mse" and cfg.data.batch_size == 256 and cfg.trainer.max_epochs == 20
     optimizer = model.configure_optimizers()
@@ -42,8 +47,11 @@ def test_latent_dim_is_one_parameter():
         ("+model.encoder.hiden=[3]", r"model.encoder.hiden: unknown key .*allowed: activation"),
         ("trainer.max_epochs=abc", r"trainer.max_epochs='abc': wrong type"),
         ("data.batch_size=1.5", r"data.batch_size=1.5: wrong type"),
-        ("optimizer._target_=torch.optim.Foo", r"optimizer._target_=torch.optim.Foo: unknown class; "
-                                               r"allowed: torch.optim.RMSprop"),
+        (
+            "optimizer._target_=torch.optim.Foo",
+            r"optimizer._target_=torch.optim.Foo: unknown class; "
+            r"allowed: torch.optim.RMSprop",
+        ),
         ("model.loss=l1", r"model.loss='l1': allowed: mse, bce"),
         ("+paths.model_dir=x", r"paths.model_dir: Key 'model_dir' not in 'PathsConfig'"),
         ("+seeed=1", r"unknown top-level key\(s\) \['seeed'\]"),

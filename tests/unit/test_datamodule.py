@@ -51,8 +51,9 @@ def test_shuffle_depends_on_seed_and_epoch_only():
 
 def test_ranks_get_disjoint_equal_shards():
     images, labels = torch.zeros(10, 2, 2, dtype=torch.uint8), torch.arange(10)
-    shards = [sum((y.tolist() for _, y in TensorBatches(images, labels, 2, True, 0, r, 2)), [])
-              for r in (0, 1)]
+    shards = [
+        sum((y.tolist() for _, y in TensorBatches(images, labels, 2, True, 0, r, 2)), []) for r in (0, 1)
+    ]
     assert len(shards[0]) == len(shards[1]) == 5 and not set(shards[0]) & set(shards[1])
 
 

@@ -101,8 +101,9 @@ def test_mnist_pickle_rebuilds_exact_pixels():
     pixels = rng.integers(0, 256, size=(5, 28, 28)).astype(np.uint8)
     as_float = (pixels.reshape(5, 784) / 256.0).astype(np.float32)
     labels = np.arange(5, dtype=np.int64)
-    pkl = pickle.dumps(((as_float[:3], labels[:3]), (as_float[3:4], labels[3:4]),
-                        (as_float[4:], labels[4:])), protocol=2)
+    pkl = pickle.dumps(
+        ((as_float[:3], labels[:3]), (as_float[3:4], labels[3:4]), (as_float[4:], labels[4:])), protocol=2
+    )
     idx = sources.mnist_pickle_to_idx(pkl)
     from aeflow.data.idx import decode_idx
 

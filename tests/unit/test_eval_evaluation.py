@@ -21,9 +21,17 @@ def result(tmp_path_factory):
     from tests.conftest import make_synthetic_idx
 
     tmp = tmp_path_factory.mktemp("eval")
-    cfg = compose(["model.latent_dim=8", "model.encoder.latent_dim=8", "model.decoder.latent_dim=8",
-                   "data.batch_size=16", "data.val_size=20", "evaluate.probe_train_size=100",
-                   "evaluate.worst_n=4"])
+    cfg = compose(
+        [
+            "model.latent_dim=8",
+            "model.encoder.latent_dim=8",
+            "model.decoder.latent_dim=8",
+            "data.batch_size=16",
+            "data.val_size=20",
+            "evaluate.probe_train_size=100",
+            "evaluate.worst_n=4",
+        ]
+    )
     cfg.data.files = make_synthetic_idx(tmp / "data")
     cfg.paths.data = str(tmp / "data")
     torch.manual_seed(0)
@@ -64,7 +72,8 @@ def test_details_hold_per_digit_tables_and_the_worst_images(result):
     assert errors == sorted(errors, reverse=True)
     x = dm.splits["test"][0][worst[0]["index"]].double() / 255
     assert errors[0] == pytest.approx(
-        float(M.sq_err_per_image(model(x[None, None].float()).detach().double(), x[None, None])), abs=1e-3)
+        float(M.sq_err_per_image(model(x[None, None].float()).detach().double(), x[None, None])), abs=1e-3
+    )
     assert {r["model"] for r in res.per_digit_rows} == {"autoencoder", "PCA"}
     assert len(res.per_digit_rows) == 20
 
@@ -108,8 +117,9 @@ def _figures_and_report(cfg, model, dm, res, tmp_path):
     out = tmp_path / "fig"
     drawn = [
         figures.worst_reconstructed(x, model, res.details["worst"], out / figures.WORST),
-        figures.interpolation(x, test_labels, model, figures.interpolation_pairs(test_labels, 3), 5,
-                              out / figures.INTERPOLATION),
+        figures.interpolation(
+            x, test_labels, model, figures.interpolation_pairs(test_labels, 3), 5, out / figures.INTERPOLATION
+        ),
         figures.per_digit_bars(res.details["by_digit"], M.SQ_ERR, out / figures.PER_DIGIT),
     ]
     train = {"best_val_loss": 0.05, "epochs": 2, "train_time_s": 1.5}

@@ -87,5 +87,11 @@ def test_int8_quantisation_error_on_a_known_case():
 
 def test_float16_roundtrip_and_code_bytes():
     assert M.float16_roundtrip(torch.tensor([1 / 3])).item() == 0.333251953125
-    assert M.code_bytes(30, 784) == {"code_size": 30, "bytes_pixels_uint8": 784, "bytes_float32": 120,
-                                     "bytes_float16": 60, "bytes_int8": 30, "ratio_int8": 26.133}
+    assert M.code_bytes(30, 784) == {
+        "code_size": 30,
+        "bytes_pixels_uint8": 784,
+        "bytes_float32": 120,
+        "bytes_float16": 60,
+        "bytes_int8": 30,
+        "ratio_int8": 26.133,
+    }

@@ -53,13 +53,16 @@ def test_performance_defaults_leave_the_cpu_run_unchanged():
     assert cfg.data.on_device is None  # auto: host memory on the CPU
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("performance.float32_matmul_precision=fast", "performance.float32_matmul_precision='fast'"),
-    ("performance.progress_bar_refresh_rate=0", "performance.progress_bar_refresh_rate=0"),
-    ("+performance.cuda_graphs=true", "performance.cuda_graphs"),
-    ("performance.compile=maybe", "performance.compile"),
-    ("performance.num_threads=0", "performance.num_threads=0"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("performance.float32_matmul_precision=fast", "performance.float32_matmul_precision='fast'"),
+        ("performance.progress_bar_refresh_rate=0", "performance.progress_bar_refresh_rate=0"),
+        ("+performance.cuda_graphs=true", "performance.cuda_graphs"),
+        ("performance.compile=maybe", "performance.compile"),
+        ("performance.num_threads=0", "performance.num_threads=0"),
+    ],
+)
 def test_bad_performance_values_are_refused(override, message):
     with pytest.raises(ConfigError, match=message.replace("+", "").replace(".", r"\.")):
         validate(compose([override]))
@@ -89,8 +92,15 @@ def test_build_trainer_applies_matmul_precision_and_progress_bar_rate(tiny_cfg):
 def test_bf16_mixed_precision_trains_on_the_cpu(tiny_cfg):
     # The GPU preset's precision switch, exercised where the tests run.
     dm, model = instantiate_datamodule(tiny_cfg), instantiate_model(tiny_cfg)
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, precision="bf16-mixed", logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        precision="bf16-mixed",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, datamodule=dm)
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
 
@@ -105,10 +115,16 @@ def test_compile_switch_compiles_in_place_and_keeps_checkpoint_keys(tiny_cfg):
     assert list(model.state_dict()) == keys
 
 
-@pytest.mark.parametrize(("on_device", "device", "expected"), [
-    (None, "cpu", False), (None, "cuda", True), (None, "meta", True),
-    (False, "cuda", False), (True, "cpu", True),
-])
+@pytest.mark.parametrize(
+    ("on_device", "device", "expected"),
+    [
+        (None, "cpu", False),
+        (None, "cuda", True),
+        (None, "meta", True),
+        (False, "cuda", False),
+        (True, "cpu", True),
+    ],
+)
 def test_data_on_device_default_follows_the_accelerator(tiny_cfg, on_device, device, expected):
     dm = instantiate_datamodule(tiny_cfg, on_device=on_device)
     assert dm.keep_on_device(torch.device(device)) is expected
@@ -117,8 +133,9 @@ def test_data_on_device_default_follows_the_accelerator(tiny_cfg, on_device, dev
 def test_splits_move_to_the_trainers_device_and_batches_are_sliced_there(tiny_cfg):
     dm: IDXDataModule = instantiate_datamodule(tiny_cfg)
     # A stand-in trainer on the meta device (no GPU needed): the splits follow it.
-    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")),
-                                 global_rank=0, world_size=1)
+    dm.trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device("meta")), global_rank=0, world_size=1
+    )
     dm.setup("fit")
     assert {x.device.type for x, _ in dm.splits.values()} == {"meta"}
     images, labels = next(iter(dm.train_dataloader()))
@@ -147,9 +164,16 @@ def test_deferred_finite_check_still_names_the_first_bad_step(tiny_cfg, every):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             ran.append(batch_idx)
 
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         callbacks=[PoisonAt(3), Count()])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[PoisonAt(3), Count()],
+    )
     with pytest.raises(TrainingError, match=r"train loss became nan at epoch 0, step 3:"):
         trainer.fit(model, datamodule=instantiate_datamodule(tiny_cfg))
     # Checked every step: stops at the bad step. Every 5: at the window's end, step 4.
@@ -159,10 +183,30 @@ def test_deferred_finite_check_still_names_the_first_bad_step(tiny_cfg, every):
 @pytest.mark.slow
 def test_bench_script_smoke_json_structure(tmp_path, mnist_mirror):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--models", "tutorial",
-           "--batches", "2", "--repeats", "1", "--warmup", "1", "--matmul-n", "64",
-           "--startup-repeats", "1", "--stages", "download", "--batch-size", "64",
-           "--data-dir", str(tmp_path / "data"), "--json", str(out)]
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "bench.py"),
+        "--models",
+        "tutorial",
+        "--batches",
+        "2",
+        "--repeats",
+        "1",
+        "--warmup",
+        "1",
+        "--matmul-n",
+        "64",
+        "--startup-repeats",
+        "1",
+        "--stages",
+        "download",
+        "--batch-size",
+        "64",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--json",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -171,8 +215,15 @@ def test_bench_script_smoke_json_structure(tmp_path, mnist_mirror):
     (model,) = result["models"]
     assert model["model"] == "tutorial" and model["batch_size"] == 64
     assert model["layers"] == [784, 256, 128, 256, 784]
-    for key in ("hand_samples_per_s", "lightning_samples_per_s", "lightning_over_hand", "lightning_gflops",
-                "lightning_of_peak", "lightning_of_peak_cpu_time", "data_wait_share"):
+    for key in (
+        "hand_samples_per_s",
+        "lightning_samples_per_s",
+        "lightning_over_hand",
+        "lightning_gflops",
+        "lightning_of_peak",
+        "lightning_of_peak_cpu_time",
+        "data_wait_share",
+    ):
         assert model[key] > 0, key
     assert 0 < model["data_wait_share"] < 1
     (stage,) = result["startup"]
@@ -195,9 +246,17 @@ def test_train_loss_is_the_epochs_weighted_mean_and_seen_by_epoch_end_callbacks(
             at_epoch_end[trainer.current_epoch] = float(trainer.callback_metrics["train/loss"])
 
     tiny_cfg.data.batch_size = 30  # 100 training images: batches of 30, 30, 30, 10
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         limit_train_batches=limit, callbacks=[Watch()])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_train_batches=limit,
+        callbacks=[Watch()],
+    )
     trainer.fit(instantiate_model(tiny_cfg), datamodule=instantiate_datamodule(tiny_cfg))
     assert sorted(at_epoch_end) == [0, 1]
     for epoch, steps in seen.items():

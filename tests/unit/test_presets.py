@@ -25,10 +25,17 @@ from aeflow.models.autoencoder import DenoisingAutoencoder
 from aeflow.training.callbacks import configured_callbacks
 
 PRESETS = ("tutorial", "hinton2006", "hinton2006_2d", "conv", "denoising")
-OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-              "sgd": torch.optim.SGD}
-SCHEDULERS = {"none": None, "cosine": torch.optim.lr_scheduler.CosineAnnealingLR,
-              "onecycle": torch.optim.lr_scheduler.OneCycleLR}
+OPTIMIZERS = {
+    "rmsprop": torch.optim.RMSprop,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+}
+SCHEDULERS = {
+    "none": None,
+    "cosine": torch.optim.lr_scheduler.CosineAnnealingLR,
+    "onecycle": torch.optim.lr_scheduler.OneCycleLR,
+}
 FASHION_MIRROR = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -47,10 +54,17 @@ def fit(cfg, max_epochs: int = 1, train_batches: int = 2) -> tuple[pl.LightningM
     pl.seed_everything(0)
     model = instantiate_model(cfg)
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if k != "_target_"}
-    kwargs.update(max_epochs=max_epochs, limit_train_batches=train_batches, limit_val_batches=2,
-                  max_time=None, logger=False, enable_checkpointing=False,
-                  enable_progress_bar=False, enable_model_summary=False,
-                  callbacks=configured_callbacks(cfg))
+    kwargs.update(
+        max_epochs=max_epochs,
+        limit_train_batches=train_batches,
+        limit_val_batches=2,
+        max_time=None,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=configured_callbacks(cfg),
+    )
     trainer = pl.Trainer(**kwargs)
     before = [p.detach().clone() for p in model.parameters()]
     trainer.fit(model, datamodule=instantiate_datamodule(cfg))
@@ -73,8 +87,15 @@ def test_every_preset_trains_with_either_loss(preset, loss, tiny_cfg):
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_every_optimizer_with_every_schedule(optimizer, scheduler, tiny_cfg):
-    cfg = tiny([f"optimizer={optimizer}", f"scheduler={scheduler}", "optimizer.lr=0.01",
-                "optimizer.weight_decay=0.001"], tiny_cfg)
+    cfg = tiny(
+        [
+            f"optimizer={optimizer}",
+            f"scheduler={scheduler}",
+            "optimizer.lr=0.01",
+            "optimizer.weight_decay=0.001",
+        ],
+        tiny_cfg,
+    )
     model, trainer = fit(cfg)
     opt = trainer.optimizers[0]
     assert type(opt) is OPTIMIZERS[optimizer] and opt.defaults["weight_decay"] == 0.001
@@ -107,8 +128,14 @@ def test_gradient_clipping_is_one_override(tiny_cfg):
 def test_early_stopping_switch(tiny_cfg):
     assert configured_callbacks(compose()) == []  # off by default
     # min_delta larger than any loss: no epoch after the first counts as an improvement.
-    cfg = tiny(["callbacks.early_stopping.enabled=true", "callbacks.early_stopping.patience=1",
-                "callbacks.early_stopping.min_delta=1000"], tiny_cfg)
+    cfg = tiny(
+        [
+            "callbacks.early_stopping.enabled=true",
+            "callbacks.early_stopping.patience=1",
+            "callbacks.early_stopping.min_delta=1000",
+        ],
+        tiny_cfg,
+    )
     (stop,) = configured_callbacks(cfg)
     assert isinstance(stop, EarlyStopping) and stop.monitor == "val/loss" and stop.patience == 1
     _, trainer = fit(cfg, max_epochs=6)
@@ -154,8 +181,7 @@ def test_conv_depth_and_odd_sides(channels):
 
 @pytest.mark.parametrize(("noise", "level"), [("gaussian", 0.5), ("mask", 0.5)])
 def test_denoising_corrupts_only_training_inputs(noise, level, tiny_cfg):
-    cfg = tiny(["experiment=denoising", f"model.noise={noise}", f"model.noise_level={level}"],
-               tiny_cfg)
+    cfg = tiny(["experiment=denoising", f"model.noise={noise}", f"model.noise_level={level}"], tiny_cfg)
     model = instantiate_model(cfg)
     assert isinstance(model, DenoisingAutoencoder)
     x = torch.rand(64, 1, 28, 28) * 0.5 + 0.25
@@ -193,14 +219,18 @@ def test_denoising_level_zero_is_the_plain_autoencoder():
         ("+scheduler.warmup=3", r"scheduler: unknown key\(s\) \['warmup'\]; allowed: interval"),
         ("scheduler=onecycle scheduler.interval=epoch", r"OneCycleLR must step per batch"),
         ("scheduler=onecycle scheduler.lr_scheduler.pct_start=1.5", r"pct_start=1.5: must be in"),
-        ("scheduler=onecycle scheduler.lr_scheduler._target_=torch.optim.lr_scheduler.StepLR",
-         r"scheduler.lr_scheduler._target_=torch.optim.lr_scheduler.StepLR: unknown class"),
+        (
+            "scheduler=onecycle scheduler.lr_scheduler._target_=torch.optim.lr_scheduler.StepLR",
+            r"scheduler.lr_scheduler._target_=torch.optim.lr_scheduler.StepLR: unknown class",
+        ),
         ("scheduler=cosine +scheduler.lr_scheduler.T_maxx=3", r"scheduler.lr_scheduler.T_maxx: unknown key"),
         ("model.encoder.norm=group", r"model.encoder.norm='group': allowed: none, batch, layer"),
         ("model.decoder.activation=swish", r"model.decoder.activation='swish': allowed: sigmoid"),
         ("experiment=denoising model.noise=salt", r"model.noise='salt': allowed: gaussian, mask"),
-        ("experiment=denoising model.noise=mask model.noise_level=1.0",
-         r"model.noise_level=1.0: must be >= 0 \(and < 1 for noise=mask\)"),
+        (
+            "experiment=denoising model.noise=mask model.noise_level=1.0",
+            r"model.noise_level=1.0: must be >= 0 \(and < 1 for noise=mask\)",
+        ),
         ("experiment=denoising model.noise_level=-0.1", r"model.noise_level=-0.1: must be >= 0"),
         ("callbacks.early_stopping.patience=0", r"callbacks.early_stopping.patience=0: must be >= 1"),
         ("callbacks.early_stopping.min_delta=-1", r"min_delta=-1(\.0)?: must be >= 0"),

@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m aeflow.config`: write or check params.yaml against conf/."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.latent_dim=64")
-    parser.add_argument("--check", action="store_true",
-                        help="fail if params.yaml differs from the composition of conf/")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if params.yaml differs from the composition of conf/"
+    )
     args = parser.parse_args(argv)
     cfg = compose(args.overrides)
     validate(cfg)

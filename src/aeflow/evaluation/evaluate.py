@@ -89,8 +89,15 @@ def probe_subset(n_train: int, size: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score_codes(encode: Fn, decode: Fn, train_x: torch.Tensor, train_y: torch.Tensor,
-                test_x: torch.Tensor, test_y: torch.Tensor, config: EvaluateConfig):
+def score_codes(
+    encode: Fn,
+    decode: Fn,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    config: EvaluateConfig,
+):
     """Everything measured on one encoder/decoder pair; returns (summary, by_digit, sq_err per image)."""
     codes = in_batches(encode, test_x)
     recon = in_batches(decode, codes).view_as(test_x)
@@ -111,13 +118,20 @@ def score_codes(encode: Fn, decode: Fn, train_x: torch.Tensor, train_y: torch.Te
 def worst_images(sq: torch.Tensor, labels: torch.Tensor, n: int) -> list[dict]:
     """The `n` test images with the highest squared error: index, digit, error (highest first)."""
     top = sq.topk(min(n, len(sq)))
-    return [{"index": int(i), "digit": int(labels[i]), M.SQ_ERR: round(float(e), 4)}
-            for e, i in zip(top.values, top.indices)]
+    return [
+        {"index": int(i), "digit": int(labels[i]), M.SQ_ERR: round(float(e), 4)}
+        for e, i in zip(top.values, top.indices)
+    ]
 
 
-def evaluate_splits(model: torch.nn.Module, pca: PCA, train: tuple[torch.Tensor, torch.Tensor],
-                    test: tuple[torch.Tensor, torch.Tensor], config: EvaluateConfig,
-                    seed: int = 0) -> EvaluationResult:
+def evaluate_splits(
+    model: torch.nn.Module,
+    pca: PCA,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    config: EvaluateConfig,
+    seed: int = 0,
+) -> EvaluationResult:
     """Score `model` and `pca` on uint8 splits (images (N, H, W), labels (N,))."""
     pick = probe_subset(len(train[1]), config.probe_train_size, seed)
     train_x, train_y = to_float(train[0][pick]), train[1][pick]
@@ -130,8 +144,7 @@ def evaluate_splits(model: torch.nn.Module, pca: PCA, train: tuple[torch.Tensor,
     def pca_decode(z: torch.Tensor) -> torch.Tensor:
         return pca.decode(z).float()
 
-    test_m, digits_m, sq_m = score_codes(model.encode, model.decode, train_x, train_y, test_x, test_y,
-                                         config)
+    test_m, digits_m, sq_m = score_codes(model.encode, model.decode, train_x, train_y, test_x, test_y, config)
     test_p, digits_p, _ = score_codes(pca_encode, pca_decode, train_x, train_y, test_x, test_y, config)
     pixels = {
         M.KNN: M.knn_accuracy(train_x, train_y, test_x, test_y, config.knn_k),
@@ -149,17 +162,35 @@ def evaluate_splits(model: torch.nn.Module, pca: PCA, train: tuple[torch.Tensor,
     details = {
         "by_digit": {MODEL: digits_m, PCA_KEY: digits_p},
         "worst": worst_images(sq_m, test_y, config.worst_n),
-        "probes": {**asdict(config), "probe_train_images": len(pick), "test_images": len(test_y),
-                   "knn": "Euclidean k nearest neighbours, majority vote",
-                   "logreg": "multinomial logistic regression on standardised features, L-BFGS, L2 1e-4",
-                   "int8": "per-dimension affine 8-bit, range fitted on the probe training codes"},
+        "probes": {
+            **asdict(config),
+            "probe_train_images": len(pick),
+            "test_images": len(test_y),
+            "knn": "Euclidean k nearest neighbours, majority vote",
+            "logreg": "multinomial logistic regression on standardised features, L-BFGS, L2 1e-4",
+            "int8": "per-dimension affine 8-bit, range fitted on the probe training codes",
+        },
     }
-    rows = [{"digit": d, "model": NAMES[key], "label": f"{d} {NAMES[key]}", M.SQ_ERR: round(v[M.SQ_ERR], 4),
-             M.SSIM: round(v[M.SSIM], 4)}
-            for d in digits_m for key, v in ((MODEL, digits_m[d]), (PCA_KEY, digits_p[d]))]
-    log.info("test squared error per image: model %.3f, PCA %.3f; k-NN accuracy: model %.4f, "
-             "PCA %.4f, pixels %.4f", test_m[M.SQ_ERR], test_p[M.SQ_ERR], test_m[M.KNN], test_p[M.KNN],
-             pixels[M.KNN])
+    rows = [
+        {
+            "digit": d,
+            "model": NAMES[key],
+            "label": f"{d} {NAMES[key]}",
+            M.SQ_ERR: round(v[M.SQ_ERR], 4),
+            M.SSIM: round(v[M.SSIM], 4),
+        }
+        for d in digits_m
+        for key, v in ((MODEL, digits_m[d]), (PCA_KEY, digits_p[d]))
+    ]
+    log.info(
+        "test squared error per image: model %.3f, PCA %.3f; k-NN accuracy: model %.4f, "
+        "PCA %.4f, pixels %.4f",
+        test_m[M.SQ_ERR],
+        test_p[M.SQ_ERR],
+        test_m[M.KNN],
+        test_p[M.KNN],
+        pixels[M.KNN],
+    )
     return EvaluationResult(metrics=metrics, details=details, per_digit_rows=rows)
 
 

@@ -75,14 +75,22 @@ def ssim_per_image(recon: torch.Tensor, target: torch.Tensor, chunk: int = 2000)
     side = min(recon.shape[-2:])
     # Images smaller than the 11x11 Gaussian window: a uniform window as large as fits.
     window = {} if side >= 11 else {"gaussian_kernel": False, "kernel_size": side - (1 - side % 2)}
-    out = [ssim(recon[i : i + chunk].float(), target[i : i + chunk].float(), data_range=1.0,
-                reduction="none", **window) for i in range(0, len(recon), chunk)]
+    out = [
+        ssim(
+            recon[i : i + chunk].float(),
+            target[i : i + chunk].float(),
+            data_range=1.0,
+            reduction="none",
+            **window,
+        )
+        for i in range(0, len(recon), chunk)
+    ]
     return torch.cat(out).double()
 
 
-def reconstruction_metrics(recon: torch.Tensor, target: torch.Tensor,
-                           labels: torch.Tensor) -> tuple[dict[str, float], dict[str, dict[str, float]],
-                                                          torch.Tensor]:
+def reconstruction_metrics(
+    recon: torch.Tensor, target: torch.Tensor, labels: torch.Tensor
+) -> tuple[dict[str, float], dict[str, dict[str, float]], torch.Tensor]:
     """Overall metrics, the same metrics per label, and the (N,) squared error per image."""
     recon, target = recon.detach().cpu(), target.detach().cpu()
     sq = sq_err_per_image(recon.double(), target.double())
@@ -100,8 +108,9 @@ def reconstruction_metrics(recon: torch.Tensor, target: torch.Tensor,
         }
 
     labels = labels.cpu()
-    by_label = {str(int(c)): {**summarise(labels == c), "count": int((labels == c).sum())}
-                for c in labels.unique()}
+    by_label = {
+        str(int(c)): {**summarise(labels == c), "count": int((labels == c).sum())} for c in labels.unique()
+    }
     return summarise(slice(None)), by_label, sq
 
 
@@ -138,8 +147,9 @@ class ReconstructionMeter:
 # --- feature quality: probes on codes -------------------------------------------------------------
 
 
-def knn_predict(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, k: int = 5,
-                chunk: int = 1000) -> torch.Tensor:
+def knn_predict(
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, k: int = 5, chunk: int = 1000
+) -> torch.Tensor:
     """(M,) majority label among the k nearest training points (Euclidean); ties go to the nearer."""
     train_x, test_x = train_x.float().flatten(1), test_x.float().flatten(1)
     k = min(k, len(train_x))
@@ -161,8 +171,14 @@ def knn_accuracy(train_x, train_y, test_x, test_y, k: int = 5) -> float:
     return float((knn_predict(train_x, train_y, test_x, k) == test_y).double().mean())
 
 
-def logreg_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                    test_y: torch.Tensor, max_iter: int = 100, l2: float = 1e-4) -> float:
+def logreg_accuracy(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    max_iter: int = 100,
+    l2: float = 1e-4,
+) -> float:
     """Test accuracy of a multinomial logistic regression fitted on standardised training features.
 
     Full-batch L-BFGS with a small L2 penalty; deterministic for given inputs.
@@ -227,4 +243,3 @@ def code_bytes(code_size: int, pixels: int) -> dict[str, float]:
         "bytes_int8": code_size,
         "ratio_int8": round(pixels / code_size, 3),
     }
-

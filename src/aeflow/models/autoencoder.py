@@ -54,8 +54,9 @@ class Autoencoder(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         if scheduler_interval not in SCHEDULER_INTERVALS:
-            raise ValueError(f"scheduler interval {scheduler_interval!r}; "
-                             f"allowed: {list(SCHEDULER_INTERVALS)}")
+            raise ValueError(
+                f"scheduler interval {scheduler_interval!r}; allowed: {list(SCHEDULER_INTERVALS)}"
+            )
         self.scheduler_interval = scheduler_interval
         self.loss_name = loss
         reconstruction_loss(loss, torch.zeros(1), torch.zeros(1))  # fail fast on a bad name
@@ -82,8 +83,7 @@ class Autoencoder(pl.LightningModule):
         if stage == "train":
             self._log_train_loss(loss, len(x))
         else:
-            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                     batch_size=len(x))
+            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss
 
     def _log_train_loss(self, loss: torch.Tensor, batch_size: int) -> None:
@@ -106,8 +106,9 @@ class Autoencoder(pl.LightningModule):
         total, count = self.__dict__.get("_train_loss_sum"), self.__dict__.get("_train_loss_count", 0)
         self._train_loss_sum, self._train_loss_count = None, 0
         if total is not None and count:
-            self.log("train/loss", total / count, on_step=False, on_epoch=True, prog_bar=True,
-                     batch_size=count)
+            self.log(
+                "train/loss", total / count, on_step=False, on_epoch=True, prog_bar=True, batch_size=count
+            )
 
     def on_train_epoch_start(self) -> None:
         self._train_loss_sum, self._train_loss_count = None, 0
@@ -170,8 +171,10 @@ class Autoencoder(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer, **self._schedule_length(self.scheduler_factory))
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }
 
     def _schedule_length(self, factory: SchedulerFactory) -> dict[str, int]:
         """The schedule's length, known only once the trainer is attached.

@@ -47,8 +47,9 @@ def _norm(name: str, features: int, conv: bool = False) -> list[nn.Module]:
     raise ValueError(f"unknown norm {name!r}; allowed: {list(NORMS)}")
 
 
-def mlp(dims: Sequence[int], hidden_activation: str, last_activation: str,
-        norm: str = "none") -> nn.Sequential:
+def mlp(
+    dims: Sequence[int], hidden_activation: str, last_activation: str, norm: str = "none"
+) -> nn.Sequential:
     """Linear layers through `dims`, `hidden_activation` between them, `last_activation` at the end.
 
     `norm` (batch | layer) goes after every hidden linear layer, never after the last one.
@@ -132,12 +133,14 @@ class ConvEncoder(nn.Module):
         layers: list[nn.Module] = []
         c_in = in_channels
         for c_out in channels:
-            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1),
-                       *_norm(norm, c_out, conv=True), _act(activation)]
+            layers += [
+                nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1),
+                *_norm(norm, c_out, conv=True),
+                _act(activation),
+            ]
             c_in = c_out
         side = _conv_side(image_size, len(channels))
-        layers += [nn.Flatten(), nn.Linear(c_in * side * side, latent_dim),
-                   _act(code_activation)]
+        layers += [nn.Flatten(), nn.Linear(c_in * side * side, latent_dim), _act(code_activation)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,10 +173,12 @@ class ConvDecoder(nn.Module):
         self.fc = nn.Sequential(nn.Linear(latent_dim, rev[0] * self.start[1] ** 2), _act(activation))
         layers: list[nn.Module] = []
         for c_in, c_out in zip(rev, rev[1:]):
-            layers += [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1),
-                       *_norm(norm, c_out, conv=True), _act(activation)]
-        layers.append(nn.ConvTranspose2d(rev[-1], out_channels, 3, stride=2, padding=1,
-                                         output_padding=1))
+            layers += [
+                nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1),
+                *_norm(norm, c_out, conv=True),
+                _act(activation),
+            ]
+        layers.append(nn.ConvTranspose2d(rev[-1], out_channels, 3, stride=2, padding=1, output_padding=1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

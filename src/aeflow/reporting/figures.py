@@ -76,8 +76,7 @@ def _grid(rows: dict[str, torch.Tensor], titles: list[str] | None = None, size: 
 
 
 @torch.no_grad()
-def worst_reconstructed(images: torch.Tensor, model: torch.nn.Module, worst: list[dict],
-                        path: Path) -> Path:
+def worst_reconstructed(images: torch.Tensor, model: torch.nn.Module, worst: list[dict], path: Path) -> Path:
     """The worst-reconstructed test images (originals above reconstructions), error in the titles.
 
     `worst`: evaluate's list of {index, digit, sq_err_per_image}; `images` (N, 1, H, W).
@@ -110,8 +109,14 @@ def interpolation_pairs(labels: torch.Tensor, n_pairs: int) -> list[tuple[int, i
 
 
 @torch.no_grad()
-def interpolation(images: torch.Tensor, labels: torch.Tensor, model: torch.nn.Module,
-                  pairs: list[tuple[int, int]], steps: int, path: Path) -> Path:
+def interpolation(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    model: torch.nn.Module,
+    pairs: list[tuple[int, int]],
+    steps: int,
+    path: Path,
+) -> Path:
     """Decoded images along the straight line between the codes of two test images, one row per pair."""
     alphas = torch.linspace(0, 1, steps)
     rows = {}
@@ -123,8 +128,13 @@ def interpolation(images: torch.Tensor, labels: torch.Tensor, model: torch.nn.Mo
     return _save(_grid(rows, titles), path)
 
 
-def per_digit_bars(by_digit: dict[str, dict[str, dict[str, float]]], key: str, path: Path,
-                   names: dict[str, str] | None = None, ylabel: str | None = None) -> Path:
+def per_digit_bars(
+    by_digit: dict[str, dict[str, dict[str, float]]],
+    key: str,
+    path: Path,
+    names: dict[str, str] | None = None,
+    ylabel: str | None = None,
+) -> Path:
     """Grouped bars of metric `key` per digit, one bar per scorer (by_digit[scorer][digit][key]),
     scorers in the order of `names` (their display names)."""
     order = list(names or {})
@@ -134,8 +144,12 @@ def per_digit_bars(by_digit: dict[str, dict[str, dict[str, float]]], key: str, p
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for s, scorer in enumerate(scorers):
         values = [by_digit[scorer][d][key] for d in digits]
-        ax.bar([i + (s - (len(scorers) - 1) / 2) * width for i in range(len(digits))], values, width,
-               label=(names or {}).get(scorer, scorer))
+        ax.bar(
+            [i + (s - (len(scorers) - 1) / 2) * width for i in range(len(digits))],
+            values,
+            width,
+            label=(names or {}).get(scorer, scorer),
+        )
     ax.set_xticks(range(len(digits)), digits)
     ax.set_xlabel("digit")
     ax.set_ylabel(ylabel or key.replace("_", " "))
@@ -155,8 +169,10 @@ def to_2d(codes: torch.Tensor) -> tuple[torch.Tensor, str]:
 def code_maps(images: torch.Tensor, labels: torch.Tensor, model, pixel_pca: PCA, path: Path) -> Path:
     """2-D map of test codes coloured by digit, the autoencoder beside PCA on pixels."""
     points, how = to_2d(model.encode(images))
-    panels = [(f"autoencoder: {how}", points), ("PCA of pixels: components 1 and 2",
-                                                   pixel_pca.encode(images)[:, :2])]
+    panels = [
+        (f"autoencoder: {how}", points),
+        ("PCA of pixels: components 1 and 2", pixel_pca.encode(images)[:, :2]),
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
     for ax, (title, pts) in zip(axes, panels):
         pts = pts.cpu().numpy()

@@ -24,10 +24,11 @@ from aeflow.evaluation.evaluate import COMPRESSION, MODEL, PCA_KEY, PIXELS
 TITLE = "Autoencoder evaluation report"
 # Hinton & Salakhutdinov, "Reducing the dimensionality of data with neural networks",
 # Science 313 (2006), Fig. 2B: average squared error per MNIST test image with 30-D codes.
-HINTON_2006 = {"code_size": 30, "dataset": "mnist", "autoencoder": 3.00, "logistic PCA": 8.01,
-               "PCA": 13.87}
-HINTON_CITE = ("Hinton & Salakhutdinov (2006), Reducing the dimensionality of data with neural "
-               "networks, Science 313:504-507, Fig. 2B")
+HINTON_2006 = {"code_size": 30, "dataset": "mnist", "autoencoder": 3.00, "logistic PCA": 8.01, "PCA": 13.87}
+HINTON_CITE = (
+    "Hinton & Salakhutdinov (2006), Reducing the dimensionality of data with neural "
+    "networks, Science 313:504-507, Fig. 2B"
+)
 
 
 @dataclass
@@ -56,8 +57,10 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 def hinton_applies(cfg: DictConfig, metrics: Mapping) -> bool:
-    return (int(metrics.get("latent_dim", -1)) == HINTON_2006["code_size"]
-            and str(cfg.data.get("name", "")).lower() == HINTON_2006["dataset"])
+    return (
+        int(metrics.get("latent_dim", -1)) == HINTON_2006["code_size"]
+        and str(cfg.data.get("name", "")).lower() == HINTON_2006["dataset"]
+    )
 
 
 def _network(node: Mapping, first: str, last: Any) -> str:
@@ -107,8 +110,11 @@ def metrics_table(cfg: DictConfig, metrics: Mapping) -> Table:
         name, better = M.LABELS[key]
         row = [name, better, fmt(model.get(key)), fmt(pca.get(key)), fmt(pixels.get(key))]
         if hinton:
-            row.append(f"{HINTON_2006['autoencoder']:.2f} (autoencoder), {HINTON_2006['PCA']:.2f} (PCA)"
-                       if key == M.SQ_ERR else "–")
+            row.append(
+                f"{HINTON_2006['autoencoder']:.2f} (autoencoder), {HINTON_2006['PCA']:.2f} (PCA)"
+                if key == M.SQ_ERR
+                else "–"
+            )
         rows.append(row)
     return Table(header, rows)
 
@@ -119,64 +125,113 @@ def compression_table(metrics: Mapping) -> Table:
     rows = [
         ["raw image (uint8 pixels)", fmt(c.get("bytes_pixels_uint8")), "0", "0"],
         ["code, float32", fmt(c.get("bytes_float32")), fmt(model.get(M.SQ_ERR)), fmt(pca.get(M.SQ_ERR))],
-        ["code, float16", fmt(c.get("bytes_float16")), fmt(model.get(M.SQ_ERR_FP16)),
-         fmt(pca.get(M.SQ_ERR_FP16))],
-        ["code, 8-bit (per-unit affine)", fmt(c.get("bytes_int8")), fmt(model.get(M.SQ_ERR_INT8)),
-         fmt(pca.get(M.SQ_ERR_INT8))],
+        [
+            "code, float16",
+            fmt(c.get("bytes_float16")),
+            fmt(model.get(M.SQ_ERR_FP16)),
+            fmt(pca.get(M.SQ_ERR_FP16)),
+        ],
+        [
+            "code, 8-bit (per-unit affine)",
+            fmt(c.get("bytes_int8")),
+            fmt(model.get(M.SQ_ERR_INT8)),
+            fmt(pca.get(M.SQ_ERR_INT8)),
+        ],
     ]
-    return Table(["stored as", "bytes per image", "autoencoder: squared error per image",
-                  "PCA: squared error per image"], rows)
+    return Table(
+        [
+            "stored as",
+            "bytes per image",
+            "autoencoder: squared error per image",
+            "PCA: squared error per image",
+        ],
+        rows,
+    )
 
 
 def per_digit_table(details: Mapping) -> Table:
     by = details.get("by_digit", {})
     model, pca = by.get(MODEL, {}), by.get(PCA_KEY, {})
-    rows = [[d, fmt(model[d].get("count")), fmt(model[d][M.SQ_ERR]), fmt(pca.get(d, {}).get(M.SQ_ERR)),
-             fmt(model[d][M.PSNR]), fmt(model[d][M.SSIM]), fmt(pca.get(d, {}).get(M.SSIM))]
-            for d in sorted(model, key=int)]
-    return Table(["digit", "test images", "autoencoder: sq. error/image", "PCA: sq. error/image",
-                  "autoencoder: PSNR (dB)", "autoencoder: SSIM", "PCA: SSIM"], rows)
+    rows = [
+        [
+            d,
+            fmt(model[d].get("count")),
+            fmt(model[d][M.SQ_ERR]),
+            fmt(pca.get(d, {}).get(M.SQ_ERR)),
+            fmt(model[d][M.PSNR]),
+            fmt(model[d][M.SSIM]),
+            fmt(pca.get(d, {}).get(M.SSIM)),
+        ]
+        for d in sorted(model, key=int)
+    ]
+    return Table(
+        [
+            "digit",
+            "test images",
+            "autoencoder: sq. error/image",
+            "PCA: sq. error/image",
+            "autoencoder: PSNR (dB)",
+            "autoencoder: SSIM",
+            "PCA: SSIM",
+        ],
+        rows,
+    )
 
 
 def worst_table(details: Mapping) -> Table:
-    rows = [[str(r + 1), str(w["index"]), str(w["digit"]), fmt(w[M.SQ_ERR], 2)]
-            for r, w in enumerate(details.get("worst", []))]
+    rows = [
+        [str(r + 1), str(w["index"]), str(w["digit"]), fmt(w[M.SQ_ERR], 2)]
+        for r, w in enumerate(details.get("worst", []))
+    ]
     return Table(["rank", "test image index", "digit", "squared error"], rows)
 
 
 def hinton_text(cfg: DictConfig, metrics: Mapping) -> str:
     if hinton_applies(cfg, metrics):
         h = HINTON_2006
-        return (f"Reference ({HINTON_CITE}): with 30-D codes on MNIST the deep autoencoder reached "
-                f"{h['autoencoder']:.2f} squared error per test image, logistic PCA {h['logistic PCA']:.2f} "
-                f"and PCA {h['PCA']:.2f}. This run: autoencoder {metrics[MODEL][M.SQ_ERR]:.2f}, "
-                f"PCA {metrics[PCA_KEY][M.SQ_ERR]:.2f}.")
-    return (f"The reference figures of {HINTON_CITE} are for 30-D codes on MNIST; this run has "
-            f"{metrics.get('latent_dim')}-D codes on {cfg.data.name}, so they are not shown. PCA with the "
-            "same code size is the baseline instead.")
+        return (
+            f"Reference ({HINTON_CITE}): with 30-D codes on MNIST the deep autoencoder reached "
+            f"{h['autoencoder']:.2f} squared error per test image, logistic PCA {h['logistic PCA']:.2f} "
+            f"and PCA {h['PCA']:.2f}. This run: autoencoder {metrics[MODEL][M.SQ_ERR]:.2f}, "
+            f"PCA {metrics[PCA_KEY][M.SQ_ERR]:.2f}."
+        )
+    return (
+        f"The reference figures of {HINTON_CITE} are for 30-D codes on MNIST; this run has "
+        f"{metrics.get('latent_dim')}-D codes on {cfg.data.name}, so they are not shown. PCA with the "
+        "same code size is the baseline instead."
+    )
 
 
-def sections(cfg: DictConfig, metrics: Mapping, details: Mapping, train: Mapping,
-             run_id: str | None) -> list[tuple[str, str, Table | None]]:
+def sections(
+    cfg: DictConfig, metrics: Mapping, details: Mapping, train: Mapping, run_id: str | None
+) -> list[tuple[str, str, Table | None]]:
     """(heading, paragraph, table) in report order."""
     probes = details.get("probes", {})
     return [
         ("Configuration", "", config_table(cfg, train, run_id)),
-        ("Metrics on the test set",
-         "Reconstruction of the test images, then feature quality: a k-NN classifier "
-         f"(k={probes.get('knn_k', '?')}) and a logistic-regression probe fitted on the codes of "
-         f"{probes.get('probe_train_images', '?')} training images and scored on the codes of "
-         f"{probes.get('test_images', '?')} test images, beside PCA codes of the same size and raw pixels. "
-         "Squared error per image is summed over the 784 pixels (in [0, 1]) and averaged over images.",
-         metrics_table(cfg, metrics)),
+        (
+            "Metrics on the test set",
+            "Reconstruction of the test images, then feature quality: a k-NN classifier "
+            f"(k={probes.get('knn_k', '?')}) and a logistic-regression probe fitted on the codes of "
+            f"{probes.get('probe_train_images', '?')} training images and scored on the codes of "
+            f"{probes.get('test_images', '?')} test images, beside PCA codes of the same size and raw pixels. "
+            "Squared error per image is summed over the 784 pixels (in [0, 1]) and averaged over images.",
+            metrics_table(cfg, metrics),
+        ),
         ("Reference", hinton_text(cfg, metrics), None),
-        ("Compression",
-         "Bytes per image of the code, and the squared error per image when the decoder is fed the "
-         "code after rounding to that precision (8-bit: per-unit range fitted on training codes, "
-         "stored once with the decoder).", compression_table(metrics)),
+        (
+            "Compression",
+            "Bytes per image of the code, and the squared error per image when the decoder is fed the "
+            "code after rounding to that precision (8-bit: per-unit range fitted on training codes, "
+            "stored once with the decoder).",
+            compression_table(metrics),
+        ),
         ("Per digit", "", per_digit_table(details)),
-        ("Worst-reconstructed test images", "The anomaly view: the test images the autoencoder "
-         "reconstructs worst.", worst_table(details)),
+        (
+            "Worst-reconstructed test images",
+            "The anomaly view: the test images the autoencoder reconstructs worst.",
+            worst_table(details),
+        ),
     ]
 
 
@@ -208,17 +263,22 @@ def _md_cell(text: str) -> str:
 
 
 def _md_table(t: Table) -> str:
-    lines = ["| " + " | ".join(_md_cell(h) for h in t.header) + " |",
-             "|" + "|".join(["---"] + ["---:" if t.numeric else "---"] * (len(t.header) - 1)) + "|"]
+    lines = [
+        "| " + " | ".join(_md_cell(h) for h in t.header) + " |",
+        "|" + "|".join(["---"] + ["---:" if t.numeric else "---"] * (len(t.header) - 1)) + "|",
+    ]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows]
     return "\n".join(lines)
 
 
 def render_html(parts: Sequence[tuple[str, str, Table | None]], figures: Sequence[Figure]) -> str:
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{html.escape(TITLE)}</title><style>{CSS}</style></head><body>",
-           f"<h1>{html.escape(TITLE)}</h1>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(TITLE)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(TITLE)}</h1>",
+    ]
     for heading, text, table in parts:
         out.append(f"<h2>{html.escape(heading)}</h2>")
         if text:
@@ -228,14 +288,17 @@ def render_html(parts: Sequence[tuple[str, str, Table | None]], figures: Sequenc
     out.append("<h2>Figures</h2>")
     for fig in figures:
         data = base64.b64encode(Path(fig.path).read_bytes()).decode("ascii")
-        out.append(f'<figure><img alt="{html.escape(fig.caption)}" src="data:image/png;base64,{data}">'
-                   f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
+        out.append(
+            f'<figure><img alt="{html.escape(fig.caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>"
+        )
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
 
-def render_markdown(parts: Sequence[tuple[str, str, Table | None]], figures: Sequence[Figure],
-                    md_path: str | Path) -> str:
+def render_markdown(
+    parts: Sequence[tuple[str, str, Table | None]], figures: Sequence[Figure], md_path: str | Path
+) -> str:
     """Markdown with the same tables; figures are linked relative to `md_path`'s folder."""
     out = [f"# {TITLE}", ""]
     for heading, text, table in parts:
@@ -252,9 +315,15 @@ def render_markdown(parts: Sequence[tuple[str, str, Table | None]], figures: Seq
     return "\n".join(out)
 
 
-def build(cfg: DictConfig, metrics: Mapping, details: Mapping, train: Mapping, figures: Sequence[Figure],
-          md_path: str | Path, run_id: str | None = None) -> tuple[str, str]:
+def build(
+    cfg: DictConfig,
+    metrics: Mapping,
+    details: Mapping,
+    train: Mapping,
+    figures: Sequence[Figure],
+    md_path: str | Path,
+    run_id: str | None = None,
+) -> tuple[str, str]:
     """(HTML, Markdown) of the report."""
     parts = sections(cfg, metrics, details, train, run_id)
     return render_html(parts, figures), render_markdown(parts, figures, md_path)
-

@@ -100,28 +100,35 @@ def encode(images: np.ndarray, names: list[str], predict: Predict, out: str | Pa
     flat = images.reshape(len(images), -1).astype(np.float32)
     codes = predict(flat, "code")
     recon = predict(flat, "reconstruction").reshape(images.shape)
-    written = {"codes": out / "codes.npy", "reconstructions": out / "reconstructions.npy",
-               "names": out / "names.txt"}
+    written = {
+        "codes": out / "codes.npy",
+        "reconstructions": out / "reconstructions.npy",
+        "names": out / "names.txt",
+    }
     np.save(written["codes"], codes.astype(np.float32))
     np.save(written["reconstructions"], recon.astype(np.float32))
     written["names"].write_text("".join(f"{n}\n" for n in names))
     for name, image in zip(names, recon):
         Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8), mode="L").save(
-            out / "reconstructions" / f"{name}.png")
+            out / "reconstructions" / f"{name}.png"
+        )
     return written
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="aeflow-encode", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="aeflow-encode", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("input", help="a folder of PNG images or an .npy array")
     parser.add_argument("--out", required=True, help="output folder")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="MLflow model URI, e.g. models:/aeflow-mnist/1")
     source.add_argument("--checkpoint", help="Lightning checkpoint, e.g. models/best.ckpt")
     parser.add_argument("--params", default="params.yaml", help="config of --checkpoint (params.yaml)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI for --model "
-                        "(default: MLFLOW_TRACKING_URI, else the project's store)")
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI for --model (default: MLFLOW_TRACKING_URI, else the project's store)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     errors: tuple[type[Exception], ...] = (AeflowError, ValueError, OSError)
@@ -131,14 +138,19 @@ def main(argv: list[str] | None = None) -> None:
         errors += (MlflowException,)
     try:
         images, names = read_images(args.input)
-        predict = (from_model_uri(args.model, args.tracking_uri) if args.model
-                   else from_checkpoint(args.checkpoint, args.params))
+        predict = (
+            from_model_uri(args.model, args.tracking_uri)
+            if args.model
+            else from_checkpoint(args.checkpoint, args.params)
+        )
         written = encode(images, names, predict, args.out)
     except errors as exc:
         sys.exit(f"error: {exc}")
     codes = np.load(written["codes"])
-    print(f"encoded {len(names)} images to codes {codes.shape[1:]} -> {written['codes']}; "
-          f"reconstructions -> {written['reconstructions']} and {Path(args.out) / 'reconstructions'}/")
+    print(
+        f"encoded {len(names)} images to codes {codes.shape[1:]} -> {written['codes']}; "
+        f"reconstructions -> {written['reconstructions']} and {Path(args.out) / 'reconstructions'}/"
+    )
 
 
 if __name__ == "__main__":

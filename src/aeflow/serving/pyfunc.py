@@ -73,8 +73,9 @@ def pinned_requirements() -> list[str]:
     return [f"{name}=={importlib.metadata.version(name)}" for name in REQUIREMENTS]
 
 
-def log_model(module: torch.nn.Module, config_path: str | Path, weights_path: str | Path,
-              example: np.ndarray) -> Any:
+def log_model(
+    module: torch.nn.Module, config_path: str | Path, weights_path: str | Path, example: np.ndarray
+) -> Any:
     """Log `module` (already saved as `weights_path`) to the active run as an MLflow model."""
     import aeflow
 

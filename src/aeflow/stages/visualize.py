@@ -36,31 +36,56 @@ def main() -> None:
     pick = figures.one_per_class(test_labels, per_class=2)
     n_map = knobs.map_points
     drawn = [
-        (figures.reconstructions(x[pick], model, pca.first(int(cfg.model.latent_dim)),
-                                 out / figures.RECONSTRUCTIONS),
-         "Test images (top), their autoencoder reconstructions and PCA reconstructions with the same "
-         "code size."),
-        (figures.worst_reconstructed(x, model, details["worst"], out / figures.WORST),
-         "The worst-reconstructed test images: original above reconstruction; title: test index, digit "
-         "and squared error."),
-        (figures.code_maps(x[:n_map], test_labels[:n_map], model, pca.first(2), out / figures.CODES_2D),
-         f"Codes of {min(n_map, len(x))} test images coloured by digit: the autoencoder (projection in "
-         "the panel title) beside PCA of the pixels."),
-        (figures.interpolation(x, test_labels, model,
-                               figures.interpolation_pairs(test_labels, knobs.interpolation_pairs),
-                               knobs.interpolation_steps, out / figures.INTERPOLATION),
-         "A walk through code space: decoded images along the straight line between the codes of two "
-         "test images of different digits (fraction of the way on top)."),
-        (figures.per_digit_bars(details["by_digit"], SQ_ERR, out / figures.PER_DIGIT, NAMES,
-                                LABELS[SQ_ERR][0]),
-         "Squared error per test image, by digit: autoencoder beside PCA."),
-        (figures.loss_curve(figures.read_loss_curve(cfg.paths.loss_curve), out / figures.LOSS),
-         "Learning curves: training and validation loss per epoch."),
+        (
+            figures.reconstructions(
+                x[pick], model, pca.first(int(cfg.model.latent_dim)), out / figures.RECONSTRUCTIONS
+            ),
+            "Test images (top), their autoencoder reconstructions and PCA reconstructions with the same "
+            "code size.",
+        ),
+        (
+            figures.worst_reconstructed(x, model, details["worst"], out / figures.WORST),
+            "The worst-reconstructed test images: original above reconstruction; title: test index, digit "
+            "and squared error.",
+        ),
+        (
+            figures.code_maps(x[:n_map], test_labels[:n_map], model, pca.first(2), out / figures.CODES_2D),
+            f"Codes of {min(n_map, len(x))} test images coloured by digit: the autoencoder (projection in "
+            "the panel title) beside PCA of the pixels.",
+        ),
+        (
+            figures.interpolation(
+                x,
+                test_labels,
+                model,
+                figures.interpolation_pairs(test_labels, knobs.interpolation_pairs),
+                knobs.interpolation_steps,
+                out / figures.INTERPOLATION,
+            ),
+            "A walk through code space: decoded images along the straight line between the codes of two "
+            "test images of different digits (fraction of the way on top).",
+        ),
+        (
+            figures.per_digit_bars(
+                details["by_digit"], SQ_ERR, out / figures.PER_DIGIT, NAMES, LABELS[SQ_ERR][0]
+            ),
+            "Squared error per test image, by digit: autoencoder beside PCA.",
+        ),
+        (
+            figures.loss_curve(figures.read_loss_curve(cfg.paths.loss_curve), out / figures.LOSS),
+            "Learning curves: training and validation loss per epoch.",
+        ),
     ]
     info = tracking.read_run_info(cfg.paths.run_info)
-    html, md = report.build(cfg, metrics, details, train_metrics,
-                            [report.Figure(path, caption) for path, caption in drawn],
-                            cfg.paths.report_md, run_id=info.get("run_id"))
+    html, md = report.build(
+        cfg,
+        metrics,
+        details,
+        train_metrics,
+        [report.Figure(path, caption) for path, caption in drawn],
+        cfg.paths.report_md,
+        run_id=info.get("run_id"),
+    )
     write_text(cfg.paths.report_html, html)
     write_text(cfg.paths.report_md, md)
     logging.getLogger(__name__).info("report: %s", Path(cfg.paths.report_html).resolve().as_uri())

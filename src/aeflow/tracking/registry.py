@@ -29,8 +29,11 @@ HEADLINE = ("test.sq_err_per_image", "test.mse", "test.bce", "pca.sq_err_per_ima
 
 def metric_tags(results: Mapping[str, Any]) -> dict[str, str]:
     """{'test': {'mse': 0.01}} -> {'test.mse': '0.01'}: every numeric leaf, as a tag."""
-    return {k: repr(float(v)) for k, v in tracking.flatten(results).items()
-            if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+    return {
+        k: repr(float(v))
+        for k, v in tracking.flatten(results).items()
+        if isinstance(v, numbers.Real) and not isinstance(v, bool)
+    }
 
 
 def describe(tags: Mapping[str, str], run_id: str) -> str:
@@ -39,8 +42,9 @@ def describe(tags: Mapping[str, str], run_id: str) -> str:
     return "\n".join(lines)
 
 
-def register(name: str, run_id: str, results: Mapping[str, Any],
-             client: mlflow.MlflowClient | None = None) -> Any:
+def register(
+    name: str, run_id: str, results: Mapping[str, Any], client: mlflow.MlflowClient | None = None
+) -> Any:
     """Register `runs:/<run_id>/model` as a new version of `name`, tagged with `results`."""
     client = client or mlflow.MlflowClient()
     version = mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", name)

@@ -73,7 +73,7 @@ def sqlite_path(uri: str) -> Path | None:
     """The database file of a `sqlite:///...` URI (query string dropped), else None."""
     if not uri.startswith("sqlite:///"):
         return None
-    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
 
 
 def store_uri(uri: str) -> str:
@@ -185,8 +185,8 @@ def retry_locked(fn, *args, **kwargs):
         except Exception as exc:
             if not is_locked_error(exc) or attempt == SQLITE_LOCKED_RETRIES - 1:
                 raise
-            log.warning("MLflow store busy (%s); retrying in %d s", exc, 2 ** attempt)
-            time.sleep(2 ** attempt)
+            log.warning("MLflow store busy (%s); retrying in %d s", exc, 2**attempt)
+            time.sleep(2**attempt)
     raise AssertionError("unreachable")
 
 
@@ -227,16 +227,22 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
 def git_dirty() -> bool:
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                             capture_output=True, text=True, check=True, timeout=10).stdout
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return False
     return bool(out.strip())

@@ -54,5 +54,11 @@ def configured_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     stop = (cfg.get("callbacks") or {}).get("early_stopping") or {}
     if not stop.get("enabled", False):
         return []
-    return [EarlyStopping(monitor="val/loss", mode="min", patience=int(stop.get("patience", 10)),
-                          min_delta=float(stop.get("min_delta", 0.0)))]
+    return [
+        EarlyStopping(
+            monitor="val/loss",
+            mode="min",
+            patience=int(stop.get("patience", 10)),
+            min_delta=float(stop.get("min_delta", 0.0)),
+        )
+    ]

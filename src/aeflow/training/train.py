@@ -30,7 +30,6 @@ from aeflow.training.recovery import ResumeDir, TolerantMLFlowLogger, checkpoint
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class TrainResult:
     run_id: str
@@ -67,17 +66,27 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
 
     # Checkpoints go to the resume folder (DVC deletes paths.checkpoints before a
     # re-run); they are copied to paths.checkpoints once training has finished.
-    checkpoint = ModelCheckpoint(dirpath=resume.path, filename=BEST, monitor="val/loss",
-                                 mode="min", enable_version_counter=False)
+    checkpoint = ModelCheckpoint(
+        dirpath=resume.path, filename=BEST, monitor="val/loss", mode="min", enable_version_counter=False
+    )
     # Every epoch's end (Lightning's save_last only saves when the best improved); after
     # `checkpoint` in the list, so it holds the best-so-far state of this same epoch.
-    latest = ModelCheckpoint(dirpath=resume.path, filename=LAST, monitor=None, save_top_k=1,
-                             every_n_epochs=1, enable_version_counter=False)
+    latest = ModelCheckpoint(
+        dirpath=resume.path,
+        filename=LAST,
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+    )
     history = LossHistory(cfg.paths.loss_curve)
     logger = TolerantMLFlowLogger(experiment_name=cfg.mlflow.experiment_name, tracking_uri=uri, run_id=run_id)
-    trainer = build_trainer(cfg, callbacks=[checkpoint, latest, history, *configured_callbacks(cfg),
-                                            *callbacks], logger=logger,
-                            plugins=[AtomicCheckpointIO()])
+    trainer = build_trainer(
+        cfg,
+        callbacks=[checkpoint, latest, history, *configured_callbacks(cfg), *callbacks],
+        logger=logger,
+        plugins=[AtomicCheckpointIO()],
+    )
     started = time.perf_counter()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -90,8 +99,11 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
     except BaseException as exc:
         if rank_zero:
             mark_failed(client, run_id)
-            log.error("Training stopped (%s); the next run with this config resumes from %s",
-                      type(exc).__name__, resume.path)
+            log.error(
+                "Training stopped (%s); the next run with this config resumes from %s",
+                type(exc).__name__,
+                resume.path,
+            )
             resume.release()
         raise
     train_time = time.perf_counter() - started
@@ -99,10 +111,14 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
         return TrainResult(run_id=run_id or "", best_checkpoint=Path(checkpoint.best_model_path), metrics={})
     cut_short = stopped_by_max_time(trainer)
     if cut_short:
-        log.warning("trainer.max_time (%s) stopped training after %d of %d epochs: the learning-rate "
-                    "schedule was cut short, so the model is worse than this config can give. Lower "
-                    "trainer.max_epochs to fit this machine, or raise trainer.max_time.",
-                    cfg.trainer.max_time, trainer.current_epoch, trainer.max_epochs)
+        log.warning(
+            "trainer.max_time (%s) stopped training after %d of %d epochs: the learning-rate "
+            "schedule was cut short, so the model is worse than this config can give. Lower "
+            "trainer.max_epochs to fit this machine, or raise trainer.max_time.",
+            cfg.trainer.max_time,
+            trainer.current_epoch,
+            trainer.max_epochs,
+        )
 
     # Publish the checkpoints (atomically) where DVC caches them.
     best, last = checkpoint_path(cfg, BEST), checkpoint_path(cfg, LAST)
@@ -111,8 +127,11 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("/loss")}
     if history.rows:  # a run resumed after its last epoch has no callback metrics
         metrics = {**{k: v for k, v in history.rows[-1].items() if k != "epoch"}, **metrics}
-    metrics.update(best_val_loss=float(checkpoint.best_model_score), epochs=trainer.current_epoch,
-                   train_time_s=round(train_time, 3))
+    metrics.update(
+        best_val_loss=float(checkpoint.best_model_score),
+        epochs=trainer.current_epoch,
+        train_time_s=round(train_time, 3),
+    )
     write_json(cfg.paths.train_metrics, metrics)
 
     try:
@@ -137,8 +156,9 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
     return TrainResult(run_id=run_id, best_checkpoint=best, metrics=metrics)
 
 
-def open_run(client: mlflow.MlflowClient, cfg: DictConfig, uri: str, resume: ResumeDir,
-             ckpt_path: Path | None) -> str:
+def open_run(
+    client: mlflow.MlflowClient, cfg: DictConfig, uri: str, resume: ResumeDir, ckpt_path: Path | None
+) -> str:
     """The MLflow run this training logs to: the interrupted run it resumes, or a new one.
 
     A resumed run gets the tags `aeflow.resume_count` and `aeflow.resumed_after_epoch`;
@@ -158,11 +178,17 @@ def open_run(client: mlflow.MlflowClient, cfg: DictConfig, uri: str, resume: Res
             log.warning("Interrupted run %s not found in %s (%s)", previous, tracking.redact_uri(uri), exc)
     resume_tags = {}
     if previous:
-        resume_tags = {"aeflow.resume_count": str(int(state.get("resume_count", 0)) + 1),
-                       "aeflow.resumed_after_epoch": str(epochs_done)}
+        resume_tags = {
+            "aeflow.resume_count": str(int(state.get("resume_count", 0)) + 1),
+            "aeflow.resumed_after_epoch": str(epochs_done),
+        }
     if run_id:
-        log.warning("Resuming interrupted MLflow run %s after epoch %d from %s",
-                    run_id, epochs_done, ckpt_path or "the start (no complete epoch)")
+        log.warning(
+            "Resuming interrupted MLflow run %s after epoch %d from %s",
+            run_id,
+            epochs_done,
+            ckpt_path or "the start (no complete epoch)",
+        )
         tracking.retry_locked(client.update_run, run_id, status="RUNNING")
         for key, value in resume_tags.items():
             tracking.retry_locked(client.set_tag, run_id, key, value)
@@ -177,8 +203,11 @@ def open_run(client: mlflow.MlflowClient, cfg: DictConfig, uri: str, resume: Res
         params = [mlflow.entities.Param(k, str(v)) for k, v in params.items()]
         for i in range(0, len(params), 100):
             tracking.retry_locked(client.log_batch, run_id, params=params[i : i + 100])
-    resume.write_state(run_id=run_id, tracking_uri=tracking.redact_uri(uri),
-                       resume_count=int(state.get("resume_count", -1)) + 1)
+    resume.write_state(
+        run_id=run_id,
+        tracking_uri=tracking.redact_uri(uri),
+        resume_count=int(state.get("resume_count", -1)) + 1,
+    )
     tracking.write_run_info(cfg.paths.run_info, run_id, uri, experiment_id)
     return run_id
 
@@ -227,8 +256,9 @@ def log_best_model(cfg: DictConfig, best: Path, datamodule: pl.LightningDataModu
         torch.save(model.state_dict(), tmp)
     config_file = Path(cfg.paths.checkpoints) / "config.yaml"
     logged = OmegaConf.create(to_container(cfg))
-    logged.mlflow.tracking_uri = tracking.redact_uri(str(cfg.mlflow.tracking_uri)) \
-        if cfg.mlflow.tracking_uri else None  # a logged artifact: never with credentials
+    logged.mlflow.tracking_uri = (
+        tracking.redact_uri(str(cfg.mlflow.tracking_uri)) if cfg.mlflow.tracking_uri else None
+    )  # a logged artifact: never with credentials
     write_text(config_file, OmegaConf.to_yaml(logged))
     images, _ = datamodule.splits["val"]
     example = (images[:4].reshape(4, -1).float() / 255.0).cpu().numpy()
