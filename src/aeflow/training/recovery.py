@@ -23,7 +23,8 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,16 @@ class ResumeDir:
                 ".lock is held). Wait for it, or give this run other paths or another seed."
             ) from None
         self._lock_fh = fh
+
+    @contextmanager
+    def held(self, enabled: bool = True) -> Iterator[ResumeDir]:
+        """`lock` for the duration of the block (when `enabled`: rank zero only), released on every exit."""
+        if enabled:
+            self.lock()
+        try:
+            yield self
+        finally:
+            self.release()
 
     def release(self) -> None:
         if self._lock_fh is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,103 +57,111 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
     with tracking.store_lock(uri):  # the client creates a new SQLite store: parallel experiments race
         client = mlflow.MlflowClient(uri)
     rank_zero = distributed.is_rank_zero()
-    if rank_zero:
-        resume.lock()
-        run_id = open_run(client, cfg, uri, resume, ckpt_path)
-        distributed.share_run_id(run_id)
-    else:  # another data-parallel process (DDP): rank zero alone tracks and writes files
-        run_id = distributed.shared_run_id()
+    with resume.held(enabled=rank_zero):
+        if rank_zero:
+            run_id = open_run(client, cfg, uri, resume, ckpt_path)
+            distributed.share_run_id(run_id)
+        else:  # another data-parallel process (DDP): rank zero alone tracks and writes files
+            run_id = distributed.shared_run_id()
+        logger = TolerantMLFlowLogger(experiment_name=cfg.mlflow.experiment_name, tracking_uri=uri,
+                                      run_id=run_id)
+        fitted = fit(cfg, model, datamodule, resume, ckpt_path, logger, callbacks,
+                     on_failure=(lambda: mark_failed(client, run_id)) if rank_zero else None)
+        if not fitted.trainer.is_global_zero:
+            return TrainResult(run_id=run_id or "", best_checkpoint=fitted.best_model_path, metrics={})
+        best, metrics = publish(cfg, fitted, resume)
+        log_results(cfg, run_id, best, metrics, datamodule, logger, cut_short=fitted.cut_short)
+        if logger.failure is not None:  # the checkpoints stay: the next run resumes after the last epoch
+            raise TrackingError(
+                f"Training finished but logging to the MLflow store {tracking.redact_uri(uri)} failed "
+                f"({describe_failure(logger.failure)}). Nothing trained is lost: the checkpoints are in "
+                f"{cfg.paths.checkpoints}/ and {resume.path}/; once the store is back, `dvc repro` "
+                "resumes from the last checkpoint and finishes logging to the same run."
+            )
+        resume.discard()  # finished: this checkpoint must never be resumed
+    return TrainResult(run_id=run_id, best_checkpoint=best, metrics=metrics)
 
-    # Checkpoints go to the resume folder (DVC deletes paths.checkpoints before a
-    # re-run); they are copied to paths.checkpoints once training has finished.
-    checkpoint = ModelCheckpoint(
-        dirpath=resume.path, filename=BEST, monitor="val/loss", mode="min", enable_version_counter=False
-    )
+
+@dataclass
+class Fitted:
+    trainer: pl.Trainer
+    best_model_path: Path
+    best_model_score: float
+    history: LossHistory
+    train_time_s: float
+    cut_short: bool
+
+
+def fit(cfg: DictConfig, model: pl.LightningModule, datamodule: pl.LightningDataModule, resume: ResumeDir,
+        ckpt_path: Path | None, logger: TolerantMLFlowLogger, callbacks: Sequence[pl.Callback],
+        on_failure: Callable[[], None] | None) -> Fitted:
+    """Run the Trainer; checkpoints go to the resume folder (DVC deletes paths.checkpoints before a
+    re-run) and are published by `publish` once training has finished."""
+    checkpoint = ModelCheckpoint(dirpath=resume.path, filename=BEST, monitor="val/loss",
+                                 mode="min", enable_version_counter=False)
     # Every epoch's end (Lightning's save_last only saves when the best improved); after
     # `checkpoint` in the list, so it holds the best-so-far state of this same epoch.
-    latest = ModelCheckpoint(
-        dirpath=resume.path,
-        filename=LAST,
-        monitor=None,
-        save_top_k=1,
-        every_n_epochs=1,
-        enable_version_counter=False,
-    )
+    latest = ModelCheckpoint(dirpath=resume.path, filename=LAST, monitor=None, save_top_k=1,
+                             every_n_epochs=1, enable_version_counter=False)
     history = LossHistory(cfg.paths.loss_curve)
-    logger = TolerantMLFlowLogger(experiment_name=cfg.mlflow.experiment_name, tracking_uri=uri, run_id=run_id)
-    trainer = build_trainer(
-        cfg,
-        callbacks=[checkpoint, latest, history, *configured_callbacks(cfg), *callbacks],
-        logger=logger,
-        plugins=[AtomicCheckpointIO()],
-    )
+    trainer = build_trainer(cfg, callbacks=[checkpoint, latest, history, *configured_callbacks(cfg),
+                                            *callbacks], logger=logger,
+                            plugins=[AtomicCheckpointIO()])
     started = time.perf_counter()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except TrainingError:
-        if rank_zero:
-            mark_failed(client, run_id)
+        if on_failure is not None:
+            on_failure()
             resume.discard()  # diverged: resuming would diverge again
-            resume.release()
         raise
     except BaseException as exc:
-        if rank_zero:
-            mark_failed(client, run_id)
-            log.error(
-                "Training stopped (%s); the next run with this config resumes from %s",
-                type(exc).__name__,
-                resume.path,
-            )
-            resume.release()
+        if on_failure is not None:
+            on_failure()
+            log.error("Training stopped (%s); the next run with this config resumes from %s",
+                      type(exc).__name__, resume.path)
         raise
     train_time = time.perf_counter() - started
-    if not trainer.is_global_zero:
-        return TrainResult(run_id=run_id or "", best_checkpoint=Path(checkpoint.best_model_path), metrics={})
     cut_short = stopped_by_max_time(trainer)
-    if cut_short:
-        log.warning(
-            "trainer.max_time (%s) stopped training after %d of %d epochs: the learning-rate "
-            "schedule was cut short, so the model is worse than this config can give. Lower "
-            "trainer.max_epochs to fit this machine, or raise trainer.max_time.",
-            cfg.trainer.max_time,
-            trainer.current_epoch,
-            trainer.max_epochs,
-        )
+    if cut_short and trainer.is_global_zero:
+        log.warning("trainer.max_time (%s) stopped training after %d of %d epochs: the learning-rate "
+                    "schedule was cut short, so the model is worse than this config can give. Lower "
+                    "trainer.max_epochs to fit this machine, or raise trainer.max_time.",
+                    cfg.trainer.max_time, trainer.current_epoch, trainer.max_epochs)
+    score = checkpoint.best_model_score
+    return Fitted(trainer=trainer, best_model_path=Path(checkpoint.best_model_path),
+                  best_model_score=float(score) if score is not None else float("nan"), history=history,
+                  train_time_s=train_time, cut_short=cut_short)
 
-    # Publish the checkpoints (atomically) where DVC caches them.
+
+def publish(cfg: DictConfig, fitted: Fitted, resume: ResumeDir) -> tuple[Path, dict[str, float]]:
+    """Copy the checkpoints (atomically) where DVC caches them; write the training metrics."""
     best, last = checkpoint_path(cfg, BEST), checkpoint_path(cfg, LAST)
-    copy_file(checkpoint.best_model_path, best)
+    copy_file(fitted.best_model_path, best)
     copy_file(resume.last, last)
+    trainer = fitted.trainer
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("/loss")}
-    if history.rows:  # a run resumed after its last epoch has no callback metrics
-        metrics = {**{k: v for k, v in history.rows[-1].items() if k != "epoch"}, **metrics}
-    metrics.update(
-        best_val_loss=float(checkpoint.best_model_score),
-        epochs=trainer.current_epoch,
-        train_time_s=round(train_time, 3),
-    )
+    if fitted.history.rows:  # a run resumed after its last epoch has no callback metrics
+        metrics = {**{k: v for k, v in fitted.history.rows[-1].items() if k != "epoch"}, **metrics}
+    metrics.update(best_val_loss=fitted.best_model_score, epochs=trainer.current_epoch,
+                   train_time_s=round(fitted.train_time_s, 3))
     write_json(cfg.paths.train_metrics, metrics)
+    return best, metrics
 
+
+def log_results(cfg: DictConfig, run_id: str, best: Path, metrics: dict[str, float],
+                datamodule: pl.LightningDataModule, logger: TolerantMLFlowLogger, cut_short: bool) -> None:
+    """Training's summary metrics and the model, to the run; a failure is kept on `logger.failure`."""
     try:
         with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics({"best_val_loss": metrics["best_val_loss"], "train_time_s": train_time})
+            mlflow.log_metrics({"best_val_loss": metrics["best_val_loss"],
+                                "train_time_s": metrics["train_time_s"]})
             if cut_short:
                 mlflow.set_tag("aeflow.stopped_by", "max_time")
             if cfg.mlflow.log_model:
                 log_best_model(cfg, best, datamodule)
-    except Exception as exc:  # noqa: BLE001 (reported below with what was kept)
+    except Exception as exc:  # noqa: BLE001 (reported by the caller with what was kept)
         logger.failure = logger.failure or exc
-    if logger.failure is not None:
-        resume.release()  # the checkpoints stay: the next run resumes after the last epoch
-        raise TrackingError(
-            f"Training finished but logging to the MLflow store {tracking.redact_uri(uri)} failed "
-            f"({describe_failure(logger.failure)}). Nothing trained is lost: the checkpoints are in "
-            f"{cfg.paths.checkpoints}/ and {resume.path}/; once the store is back, `dvc repro` "
-            "resumes from the last checkpoint and finishes logging to the same run."
-        )
-    resume.discard()  # finished: this checkpoint must never be resumed
-    resume.release()
-    return TrainResult(run_id=run_id, best_checkpoint=best, metrics=metrics)
 
 
 def open_run(
