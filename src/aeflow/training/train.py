@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,13 @@ class TrainResult:
     metrics: dict[str, float]
 
 
-def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
+def train(
+    cfg: DictConfig, callbacks: Sequence[pl.Callback] = (), tags: Mapping[str, str] | None = None
+) -> TrainResult:
     """Fit the autoencoder `cfg` describes; log everything to one MLflow run.
+
+    `tags` are added to a newly created run (e.g. `mlflow.parentRunId` to nest it
+    under a hyperparameter search's run).
 
     Writes the best/last checkpoints, the run id file, the loss curve and the
     training metrics at the paths in `cfg.paths`. An interrupted run (killed,
@@ -59,7 +64,7 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
     rank_zero = distributed.is_rank_zero()
     with resume.held(enabled=rank_zero):
         if rank_zero:
-            run_id = open_run(client, cfg, uri, resume, ckpt_path)
+            run_id = open_run(client, cfg, uri, resume, ckpt_path, tags)
             distributed.share_run_id(run_id)
         else:  # another data-parallel process (DDP): rank zero alone tracks and writes files
             run_id = distributed.shared_run_id()
@@ -165,9 +170,11 @@ def log_results(cfg: DictConfig, run_id: str, best: Path, metrics: dict[str, flo
 
 
 def open_run(
-    client: mlflow.MlflowClient, cfg: DictConfig, uri: str, resume: ResumeDir, ckpt_path: Path | None
+    client: mlflow.MlflowClient, cfg: DictConfig, uri: str, resume: ResumeDir, ckpt_path: Path | None,
+    extra_tags: Mapping[str, str] | None = None,
 ) -> str:
-    """The MLflow run this training logs to: the interrupted run it resumes, or a new one.
+    """The MLflow run this training logs to: the interrupted run it resumes, or a new one
+    (tagged with `run_tags` and `extra_tags`).
 
     A resumed run gets the tags `aeflow.resume_count` and `aeflow.resumed_after_epoch`;
     if the interrupted run is not in this store, a new run links to it with
@@ -201,7 +208,7 @@ def open_run(
         for key, value in resume_tags.items():
             tracking.retry_locked(client.set_tag, run_id, key, value)
     else:
-        tags = run_tags(cfg)
+        tags = {**run_tags(cfg), **(extra_tags or {})}
         if previous:
             tags.update(resume_tags, **{"aeflow.resumed_from_run": previous})
             log.warning("Resuming training of run %s after epoch %d in a new run", previous, epochs_done)
