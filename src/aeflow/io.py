@@ -34,6 +34,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete what `atomic_path` leaves in `folder` when its process is killed mid-write.
+
+    A SIGKILL skips the `finally` that removes the temporary file, so each kill
+    during a checkpoint write would leave a checkpoint-sized `.<name>.*.tmp`
+    behind. Call this only while no other process writes to `folder`.
+    """
+    stale = sorted(Path(folder).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

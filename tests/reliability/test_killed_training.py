@@ -10,9 +10,11 @@ of an uninterrupted one, and that stale checkpoints are never resumed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +25,6 @@ import pytorch_lightning as pl
 import torch
 
 from aeflow.config.params import compose
-from aeflow.training.checkpoints import AtomicCheckpointIO
 from aeflow.training.recovery import ResumeDir
 from aeflow.training.train import train
 from tests.conftest import REPO
@@ -41,16 +42,23 @@ from tests.reliability.conftest import (
 EPOCHS = 4
 
 
+def _epochs_in_curve(curve: Path) -> int:
+    return len(curve.read_text().splitlines()) - 1 if curve.exists() else 0
+
+
 def _kill_train_stage(
-    repro: subprocess.Popen, resume_root: Path, sig: signal.Signals = signal.SIGKILL, timeout: float = 600
+    repro: subprocess.Popen, project: Path, sig: signal.Signals = signal.SIGKILL, timeout: float = 600
 ) -> int:
-    """Wait for the first epoch's checkpoint, then send `sig` to the train stage's process mid-epoch."""
+    """Send `sig` to the train stage once epoch 0 is on disk (its checkpoint and its loss-curve row).
+
+    Epoch 1 then has 120 batches to go, so the signal lands mid-epoch.
+    """
     deadline = time.monotonic() + timeout
-    while not list(resume_root.glob("*/last.ckpt")):
-        assert repro.poll() is None, f"dvc repro ended before any checkpoint:\n{repro.stdout.read()}"
-        assert time.monotonic() < deadline, "no checkpoint appeared"
+    curve = project / "plots" / "loss.csv"
+    while not (list((project / ".resume").glob("*/last.ckpt")) and _epochs_in_curve(curve) >= 1):
+        assert repro.poll() is None, f"dvc repro ended before epoch 0 was saved:\n{repro.stdout.read()}"
+        assert time.monotonic() < deadline, f"epoch 0 was not saved within {timeout} s"
         time.sleep(0.05)
-    time.sleep(0.3)  # into the next epoch
     # An exact argv element, so a shell wrapping the command (`sh -c "python -m ..."`, which DVC
     # uses when $SHELL is unset or not exec-ing) is not taken for the stage itself.
     stages = [
@@ -93,7 +101,7 @@ def test_killed_train_stage_resumes_on_next_repro(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    _kill_train_stage(proc, project / ".resume", sig)
+    _kill_train_stage(proc, project, sig)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out
     if sig == signal.SIGTERM:  # stopped through train()'s handler, which names where it resumes from
@@ -101,7 +109,8 @@ def test_killed_train_stage_resumes_on_next_repro(
 
     # What the kill left: a complete checkpoint to resume from, an unfinished run, no finished outputs.
     [kept] = list((project / ".resume").glob("*/last.ckpt"))
-    assert torch.load(kept, weights_only=True)["epoch"] < EPOCHS - 1
+    epochs_done = torch.load(kept, weights_only=True)["epoch"] + 1
+    assert 1 <= epochs_done < EPOCHS
     [killed_run] = store_runs(project / "mlflow.db")
     assert killed_run.info.status == status_after_kill
     assert not (project / "metrics/train.json").exists()
@@ -109,7 +118,7 @@ def test_killed_train_stage_resumes_on_next_repro(
 
     out = dvc(project, "repro")
     assert ran_stages(out) == {"train", "evaluate", "visualize"}
-    assert "Resuming interrupted MLflow run" in out
+    assert f"Resuming interrupted MLflow run {killed_run.info.run_id} after epoch {epochs_done}" in out, out
 
     metrics = json.loads((project / "metrics/train.json").read_text())
     assert metrics["epochs"] == EPOCHS
@@ -119,9 +128,11 @@ def test_killed_train_stage_resumes_on_next_repro(
     assert run.info.run_id == killed_run.info.run_id
     assert run.info.status == "FINISHED"
     assert run.data.tags["aeflow.resume_count"] == "1"
-    assert 1 <= int(run.data.tags["aeflow.resumed_after_epoch"]) < EPOCHS
+    assert run.data.tags["aeflow.resumed_after_epoch"] == str(epochs_done)
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    assert len(client.get_metric_history(run.info.run_id, "val/loss")) >= EPOCHS
+    # One validation point per epoch: a resume that re-trained finished epochs would log them twice.
+    val = client.get_metric_history(run.info.run_id, "val/loss")
+    assert len(val) == EPOCHS and len({m.step for m in val}) == EPOCHS, [(m.step, m.value) for m in val]
     assert "test/sq_err_per_image" in run.data.metrics
     assert logged_models(client, run.info.run_id) == {"model"}
     assert "figures" in {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -131,6 +142,26 @@ def test_killed_train_stage_resumes_on_next_repro(
 
 
 # --- in process: resumed == uninterrupted, stale checkpoints are never resumed ---------------------
+
+
+class CountTraining(pl.Callback):
+    """What one `train()` call trained: the epochs it started and the batches it ran."""
+
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+        self.batches = 0
+        self.batches_per_epoch = 0
+        self.first_step = -1
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.first_step = trainer.global_step  # restored from the checkpoint when resuming
+        self.batches_per_epoch = trainer.num_training_batches
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.epochs.append(trainer.current_epoch)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches += 1
 
 
 class CrashAt(pl.Callback):
@@ -173,7 +204,7 @@ def uninterrupted(tmp_path_factory, tiny_data):
     return cfg, train(cfg)
 
 
-def test_crashed_run_resumes_to_the_same_weights_in_the_same_run(uninterrupted, tiny_data, tmp_path):
+def test_crashed_run_resumes_to_the_same_weights_in_the_same_run(uninterrupted, tiny_data, tmp_path, caplog):
     ref_cfg, ref = uninterrupted
     cfg = tiny(tmp_path, tiny_data)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -184,7 +215,14 @@ def test_crashed_run_resumes_to_the_same_weights_in_the_same_run(uninterrupted, 
     resume = ResumeDir.for_config(cfg)
     assert resume.checkpoint() is not None
 
-    result = train(cfg)
+    counted = CountTraining()
+    with caplog.at_level(logging.WARNING, logger="aeflow"):
+        result = train(cfg, callbacks=[counted])
+    assert f"Resuming interrupted MLflow run {crashed} after epoch 1 from" in caplog.text, caplog.text
+    # Resumed, not restarted: this process trained epochs 1 and 2 only, from epoch 0's optimizer step.
+    assert counted.epochs == [1, 2]
+    assert counted.first_step == counted.batches_per_epoch > 0
+    assert counted.batches == 2 * counted.batches_per_epoch
     assert result.run_id == crashed
     run = client.get_run(crashed)
     assert run.info.status == "FINISHED"
@@ -226,20 +264,62 @@ def test_stale_checkpoints_are_never_resumed(uninterrupted, tiny_data, tmp_path)
     assert run.data.tags["aeflow.resumed_after_epoch"] == "0"  # same run, restarted from the start
 
 
-def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
-    io = AtomicCheckpointIO()
-    target = tmp_path / "last.ckpt"
-    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, target)
+# Re-saves a checkpoint through AtomicCheckpointIO in a loop, 128 MB a write, until killed.
+WRITER = """
+import sys, torch
+from aeflow.training.checkpoints import AtomicCheckpointIO
+target = sys.argv[1]
+checkpoint = {**torch.load(target, weights_only=True), "padding": torch.ones(32 * 2**20)}
+while True:
+    AtomicCheckpointIO().save_checkpoint(checkpoint, target)
+"""
 
-    def killed_mid_write(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"\x80\x02partial")
-        raise KeyboardInterrupt  # as if killed here
 
-    monkeypatch.setattr(torch, "save", killed_mid_write)
-    with pytest.raises(KeyboardInterrupt):
-        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, target)
-    assert torch.equal(io.load_checkpoint(target)["state_dict"]["w"], torch.ones(3))
-    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+def _kill_mid_write(last: Path, attempts: int = 5, timeout: float = 300) -> list[Path]:
+    """SIGKILL a process writing `last` once its temporary file has bytes; the temporaries it left."""
+    for _ in range(attempts):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(last)], stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + timeout
+        while not any(p.stat().st_size > 0 for p in last.parent.glob(".*.tmp") if p.exists()):
+            assert writer.poll() is None, writer.stderr.read()
+            assert time.monotonic() < deadline, f"no temporary file appeared beside {last} in {timeout} s"
+            time.sleep(0.01)
+        writer.kill()
+        writer.wait()
+        left = list(last.parent.glob(".*.tmp"))
+        if left:  # else the write had just been renamed: try again
+            return left
+    raise AssertionError(f"{attempts} kills all landed between two writes")
+
+
+def test_kill_during_a_checkpoint_write_keeps_the_old_one_and_the_next_run_removes_the_leftover(
+    tiny_data, tmp_path
+):
+    cfg = tiny(tmp_path, tiny_data)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, callbacks=[CrashAt(epoch=1, batch=3)])
+    resume = ResumeDir.for_config(cfg)
+    before = state_dict(resume.last)
+
+    left = _kill_mid_write(resume.last)
+    # The old checkpoint (or a whole rewrite of it) is in place; the killed write is only a temporary.
+    kept = torch.load(resume.last, weights_only=True)
+    assert all(torch.equal(kept["state_dict"][k], v) for k, v in before.items())
+    assert resume.checkpoint() == resume.last
+
+    seen = []
+
+    class TemporariesAtStart(pl.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            seen.extend(resume.path.glob(".*.tmp"))
+
+    result = train(cfg, callbacks=[TemporariesAtStart()])
+    assert seen == [], f"{left} still there when training resumed"
+    run = mlflow.MlflowClient(cfg.mlflow.tracking_uri).get_run(result.run_id)
+    assert run.data.tags["aeflow.resumed_after_epoch"] == "1"
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
 # --- determinism -------------------------------------------------------------------------------------

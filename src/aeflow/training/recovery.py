@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
 from aeflow.errors import TrainingError
-from aeflow.io import write_json
+from aeflow.io import remove_temporaries, write_json
 from aeflow.models.weights import LAST, is_loadable
 from aeflow.tracking import runs as tracking
 
@@ -85,6 +85,9 @@ class ResumeDir:
                 ".lock is held). Wait for it, or give this run other paths or another seed."
             ) from None
         self._lock_fh = fh
+        # Held: no other process writes here now, so a temporary file is a killed writer's.
+        for stale in remove_temporaries(self.path):
+            log.warning("Removed %s, left by a process killed while writing a checkpoint", stale)
 
     @contextmanager
     def held(self, enabled: bool = True) -> Iterator[ResumeDir]:
