@@ -10,19 +10,20 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
-from benchmarks.bench import stage_imports  # the bench's start-up probe imports the same list
+import yaml
 
 from aeflow.config.instantiate import instantiate_datamodule, instantiate_model
 from aeflow.config.params import compose
 from aeflow.config.schema import validate
 from aeflow.data.datamodule import IDXDataModule
 from aeflow.errors import ConfigError, TrainingError
+from aeflow.stages.imports import import_closure, stage_module
 from aeflow.training import performance
 from tests.conftest import REPO
 
 
 def test_download_stage_imports_neither_lightning_nor_mlflow():
-    mods = stage_imports("download")
+    mods = sorted(import_closure(stage_module("download")))  # what the bench's start-up probe imports
     assert "aeflow.data.download" in mods  # the parse found main()'s imports
     code = (
         "import importlib, sys\n"
@@ -48,7 +49,8 @@ def test_gpu_preset_extends_cpu_preset_and_validates():
 
 def test_performance_defaults_leave_the_cpu_run_unchanged():
     cfg = compose([])
-    assert performance.settings(cfg) == performance.DEFAULTS
+    conf = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())["performance"]
+    assert performance.settings(cfg) == conf  # the switches come from conf/, not from Python
     assert cfg.performance.float32_matmul_precision == "highest" and cfg.performance.compile is False
     assert cfg.data.on_device is None  # auto: host memory on the CPU
 

@@ -245,13 +245,16 @@ def test_bad_building_blocks_name_key_value_and_allowed(override, message):
         validate(cfg)
 
 
-def test_configs_without_new_sections_still_load():
-    # Configs saved before `scheduler`/`callbacks` existed (e.g. a logged model's config.yaml).
+def test_logged_model_configs_without_training_sections_still_build_the_model():
+    # A logged model's config.yaml from a release without `scheduler`/`callbacks` still loads;
+    # training, which reads conf/ where both sections always exist, requires them.
     cfg = compose()
     OmegaConf.set_struct(cfg, False)
     del cfg["scheduler"], cfg["callbacks"]
-    validate(cfg)
-    assert instantiate_model(cfg).scheduler_factory is None and configured_callbacks(cfg) == []
+    assert instantiate_model(cfg).scheduler_factory is None
+    with pytest.raises(ConfigError, match="callbacks"):
+        validate(cfg)
+    assert configured_callbacks(compose()) == []  # early stopping is off in conf/
 
 
 def test_fashion_mnist_config_and_debian_mirror(tmp_path):

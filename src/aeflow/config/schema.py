@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from aeflow.errors import ConfigError
@@ -71,14 +71,19 @@ class SourceConfig:
     pypi_fallback: PypiFallback | None = None
 
 
+# torch.set_float32_matmul_precision's values ("highest": exact float32; the others allow TF32/bf16).
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
 @dataclass
 class PerformanceConfig:
     """Speed switches (aeflow.training.performance); none changes results on the CPU."""
 
-    float32_matmul_precision: str = "highest"
-    compile: bool = False
-    progress_bar_refresh_rate: int = 20
-    num_threads: int | None = None
+    # Values live in conf/config.yaml only; a key missing there is an error, not a silent default.
+    float32_matmul_precision: str = MISSING
+    compile: bool = MISSING
+    progress_bar_refresh_rate: int = MISSING
+    num_threads: int | None = MISSING
 
 
 @dataclass
@@ -141,18 +146,21 @@ SECTIONS = (
     "visualize",
 )
 # Sections a config may leave out (configs written before they existed).
-OPTIONAL_SECTIONS = {"performance", "scheduler", "callbacks", "evaluate", "visualize"}
+OPTIONAL_SECTIONS = {"scheduler", "evaluate", "visualize"}
 
 
 def _structured(key: str, schema: type, value: Any) -> None:
     try:
-        OmegaConf.merge(OmegaConf.structured(schema), value)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), value)
     except OmegaConfBaseException as exc:
         bad = exc.full_key if getattr(exc, "full_key", None) else ""
         allowed = ", ".join(f.name for f in dataclasses.fields(schema))
         where = f"{key}.{bad}" if bad else key
         reason = str(exc).splitlines()[0]
         raise ConfigError(f"{where}: {reason} (allowed keys: {allowed})") from None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ConfigError(f"{key}: missing value(s) for {', '.join(missing)}; set them in conf/config.yaml")
 
 
 def _import(path: str) -> Any:
@@ -233,9 +241,10 @@ def _positive(cfg: DictConfig, key: str, kind: type = int) -> None:
 
 @dataclass
 class EarlyStoppingConfig:
-    enabled: bool = False
-    patience: int = 10
-    min_delta: float = 0.0
+    # Values live in conf/config.yaml only (see PerformanceConfig).
+    enabled: bool = MISSING
+    patience: int = MISSING
+    min_delta: float = MISSING
 
 
 @dataclass
@@ -265,12 +274,12 @@ def _check_schedule_and_callbacks(cfg: DictConfig, sections: set[str]) -> None:
             pct = sched.get("pct_start", 0.3)
             if not 0 < pct < 1:
                 raise ConfigError(f"scheduler.lr_scheduler.pct_start={pct}: must be in (0, 1)")
-    if "callbacks" in sections and cfg.get("callbacks") is not None:
+    if "callbacks" in sections:
         _structured("callbacks", CallbacksConfig, cfg.callbacks)
-        stop = cfg.callbacks.get("early_stopping") or {}
-        if stop.get("patience", 1) < 1:
+        stop = cfg.callbacks.early_stopping
+        if stop.patience < 1:
             raise ConfigError(f"callbacks.early_stopping.patience={stop.patience}: must be >= 1")
-        if stop.get("min_delta", 0.0) < 0:
+        if stop.min_delta < 0:
             raise ConfigError(f"callbacks.early_stopping.min_delta={stop.min_delta}: must be >= 0")
 
 
@@ -332,17 +341,17 @@ def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
         _structured("paths", PathsConfig, cfg.paths)
     if "mlflow" in sections:
         _structured("mlflow", MlflowConfig, cfg.mlflow)
-    if "performance" in sections and "performance" in cfg:
+    if "performance" in sections:
         _structured("performance", PerformanceConfig, cfg.performance)
-        precision = cfg.performance.get("float32_matmul_precision", "highest")
-        if precision not in ("highest", "high", "medium"):
+        precision = cfg.performance.float32_matmul_precision
+        if precision not in MATMUL_PRECISIONS:
             raise ConfigError(
-                f"performance.float32_matmul_precision={precision!r}: allowed: highest, high, medium"
+                f"performance.float32_matmul_precision={precision!r}: allowed: {', '.join(MATMUL_PRECISIONS)}"
             )
-        threads = cfg.performance.get("num_threads")
+        threads = cfg.performance.num_threads
         if threads is not None and threads < 1:
             raise ConfigError(f"performance.num_threads={threads}: must be >= 1 (or null: one per core)")
-        if cfg.performance.get("progress_bar_refresh_rate", 1) < 1:
+        if cfg.performance.progress_bar_refresh_rate < 1:
             raise ConfigError(
                 f"performance.progress_bar_refresh_rate="
                 f"{cfg.performance.progress_bar_refresh_rate}: must be >= 1"

@@ -15,25 +15,10 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
-MATMUL_PRECISIONS = ("highest", "high", "medium")
-DEFAULTS: dict[str, Any] = {
-    # "highest": true fp32 matrix products; "high": TF32 on Ampere and later GPUs
-    # (about 8x the fp32 rate, ~1e-3 relative error); "medium": bf16 products.
-    "float32_matmul_precision": "highest",
-    # torch.compile the encoder and decoder in place (checkpoint keys unchanged).
-    "compile": False,
-    # Redraw the progress bar every N training batches (Lightning's default
-    # redraws after every batch, a visible cost for small models).
-    "progress_bar_refresh_rate": 20,
-    # CPU threads for torch; None: torch's default (one per core).
-    "num_threads": None,
-}
-
 
 def settings(cfg: DictConfig) -> dict[str, Any]:
-    """The `performance:` section merged over the defaults (the section is optional)."""
-    section = cfg.get("performance") or {}
-    return {**DEFAULTS, **{k: section[k] for k in section}}
+    """The `performance:` section (its values live in conf/config.yaml; the schema requires each one)."""
+    return dict(cfg.performance)
 
 
 def configure_torch(cfg: DictConfig) -> None:
