@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
+import json
+import re
+import socket
 import subprocess
 import sys
+import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -16,76 +16,101 @@ import torch
 
 from aeflow.tracking import runs as tracking
 from tests.conftest import make_synthetic_idx
-from tests.reliability.conftest import TINY, free_port, logged_models, stage_env, write_params
+from tests.reliability.conftest import (
+    TINY,
+    free_port,
+    kill_server,
+    logged_models,
+    run_stage,
+    stage_env,
+    start_mlflow_server,
+    write_params,
+)
 
 
-def test_closed_port_fails_within_30_s_naming_the_uri(tiny_data, tmp_path):
-    folder, files = tiny_data
-    write_params(tmp_path, TINY, folder, files)
-    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "aeflow.stages.train"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=stage_env(MLFLOW_TRACKING_URI=uri),
-    )
-    elapsed = time.monotonic() - started
+class SilentServer:
+    """A real listening socket that accepts every connection, reads its request and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.uri = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests: list[bytes] = []
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            self.held.append(conn)
+            conn.settimeout(30)
+            try:
+                self.requests.append(conn.recv(65536))
+            except OSError:
+                self.requests.append(b"")
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def silent_server():
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+def _request_lines(server: SilentServer) -> list[str]:
+    return [r.split(b"\r\n", 1)[0].decode() for r in server.requests]
+
+
+@pytest.mark.parametrize("listener", ["closed port", "server that never answers"])
+def test_unreachable_server_fails_naming_the_uri_before_reading_data_or_creating_a_run(
+    listener, silent_server, tiny_data, tmp_path
+):
+    _, files = tiny_data
+    # No data there: a stage that read data before checking the store would fail on that instead.
+    write_params(tmp_path, TINY, tmp_path / "no-data-here", files)
+    uri = f"http://127.0.0.1:{free_port()}" if listener == "closed port" else silent_server.uri
+    proc = run_stage(tmp_path, MLFLOW_TRACKING_URI=uri)
     assert proc.returncode != 0
     message = proc.stderr.strip().splitlines()[-1]
-    assert message.startswith("error: Cannot reach the MLflow tracking server") and uri in message, message
-    assert elapsed < 30, f"took {elapsed:.0f} s"
+    assert message.startswith(f"error: Cannot reach the MLflow tracking server {uri} ("), proc.stderr[-3000:]
+    if listener != "closed port":
+        assert "timed out" in message, message
+        # One request, the health check; no retry, and no run was created (that would be a POST).
+        assert _request_lines(silent_server) == ["GET /health HTTP/1.1"]
     # Before training: no checkpoint, no metrics, nothing to resume.
-    assert not (tmp_path / "models").exists() and not (tmp_path / ".resume").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
-def test_preflight_does_not_retry_and_hides_credentials():
-    uri = f"http://alice:hunter2@127.0.0.1:{free_port()}"
-    started = time.monotonic()
-    with pytest.raises(tracking.TrackingError) as err:
-        tracking.preflight(uri)
-    assert time.monotonic() - started < 10
-    assert "hunter2" not in str(err.value) and "http://***@127.0.0.1" in str(err.value)
+def test_preflight_sends_one_request_waits_its_timeout_and_hides_credentials(silent_server):
+    uri = silent_server.uri.replace("http://", "http://alice:hunter2@")
+    raised: list[BaseException] = []
 
-
-def _start_server(port: int, root: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'server.db'}",
-            "--artifacts-destination",
-            (root / "server-artifacts").as_uri(),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env=stage_env(),
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    def check() -> None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return proc
-        except OSError:
-            assert proc.poll() is None, "mlflow server exited"
-            time.sleep(0.5)
-    raise AssertionError("mlflow server did not start")
+            tracking.preflight(uri)
+        except BaseException as exc:  # noqa: BLE001 (examined below)
+            raised.append(exc)
 
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)  # a crash, not a clean shutdown
-        proc.wait(timeout=30)
+    worker = threading.Thread(target=check, daemon=True)
+    worker.start()
+    worker.join(3 * tracking.PREFLIGHT_TIMEOUT_S)
+    assert not worker.is_alive(), (
+        f"preflight still waiting after 3x its {tracking.PREFLIGHT_TIMEOUT_S} s timeout: it retries or "
+        "does not pass the timeout on"
+    )
+    [err] = raised
+    assert isinstance(err, tracking.TrackingError), err
+    assert _request_lines(silent_server) == ["GET /health HTTP/1.1"]  # reached the server, once
+    gave_up = float(re.search(r"gave up after ([0-9.]+) s", str(err)).group(1))
+    assert gave_up >= tracking.PREFLIGHT_TIMEOUT_S - 0.1, str(err)  # waited for its timeout
+    assert "hunter2" not in str(err) and f"http://***@127.0.0.1:{uri.rsplit(':', 1)[1]} (" in str(err)
 
 
 @pytest.mark.slow
@@ -104,7 +129,7 @@ def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp
         MLFLOW_HTTP_REQUEST_TIMEOUT="5",
         PYTHONPATH=frozen_src,
     )
-    server = _start_server(port, tmp_path)
+    server = start_mlflow_server(port, tmp_path)
     try:
         train = subprocess.Popen(
             [sys.executable, "-m", "aeflow.stages.train"],
@@ -115,10 +140,12 @@ def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp
             text=True,
         )
         curve = project / "plots" / "loss.csv"
+        deadline = time.monotonic() + 600
         while not (curve.exists() and len(curve.read_text().splitlines()) >= 2):  # an epoch was logged
             assert train.poll() is None, train.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no epoch was logged within 600 s"
             time.sleep(0.05)
-        _stop(server)
+        kill_server(server)
         _, err = train.communicate(timeout=600)
         assert train.returncode != 0
         message = err.strip().splitlines()[-1]
@@ -128,9 +155,15 @@ def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp
         assert last["epoch"] == epochs - 1
         assert (project / "models" / "best.ckpt").is_file()
         assert len(curve.read_text().splitlines()) == epochs + 1
+        # ...and in the resume folder, with the run id, for the next run to resume from.
+        [resume] = [p for p in (project / ".resume").iterdir() if p.is_dir()]
+        assert torch.load(resume / "last.ckpt", weights_only=True)["epoch"] == epochs - 1
+        assert torch.load(resume / "best.ckpt", weights_only=True)["state_dict"]
+        state = json.loads((project / ".resume" / f"{resume.name}.json").read_text())
+        assert state["run_id"] == json.loads((project / "models" / "run.json").read_text())["run_id"]
 
         # The server comes back: the next run resumes after the last epoch and finishes the same run.
-        server = _start_server(port, tmp_path)
+        server = start_mlflow_server(port, tmp_path)
         again = subprocess.run(
             [sys.executable, "-m", "aeflow.stages.train"],
             cwd=project,
@@ -147,4 +180,4 @@ def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp
         assert logged_models(client, run.info.run_id) == {"model"}
         assert not list((project / ".resume").glob("*/*.ckpt"))
     finally:
-        _stop(server)
+        kill_server(server)

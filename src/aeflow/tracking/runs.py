@@ -124,7 +124,10 @@ def preflight(uri: str, timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
         return
     if not uri.startswith(("http://", "https://")):
         return  # file:, databricks, ...: MLflow's own errors are clear enough
-    health = uri.rstrip("/") + "/health"
+    # urllib takes `user:pass@host` for a host name; any answer (even 401) will do, so drop the userinfo.
+    parts = urllib.parse.urlsplit(uri)
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    health = bare.rstrip("/") + "/health"
     started = time.monotonic()
     try:
         with urllib.request.urlopen(health, timeout=timeout):  # noqa: S310 (http(s) checked above)
