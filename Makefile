@@ -46,6 +46,13 @@ lint: $(STAMP)
 params: $(STAMP)
 	$(BIN)/python -m aeflow.config $(ARGS)
 
+## hyperparameter search on Optuna (README "Hyperparameter search"); run it again to resume, or in
+## several shells to share the trials. e.g. make search SPACE=conf/search/hinton2006.yaml SEARCH_ARGS="--n-trials 20"
+SPACE ?= conf/search/tutorial.yaml
+.PHONY: search
+search: $(STAMP)
+	$(BIN)/aeflow search $(SPACE) $(SEARCH_ARGS)
+
 ## the MLflow UI over the project's store, on 127.0.0.1 only
 ui: $(STAMP)
 	$(BIN)/mlflow ui --host $(UI_HOST) --port $(UI_PORT) \
