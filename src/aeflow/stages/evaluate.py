@@ -10,9 +10,11 @@ def main() -> None:
 
     from aeflow.config.instantiate import instantiate_datamodule
     from aeflow.config.params import load_params
-    from aeflow.evaluation.evaluate import evaluate, write_rows_csv
+    from aeflow.evaluation.evaluate import MODEL, evaluate, write_rows_csv
+    from aeflow.evaluation.metrics import LABELS, SQ_ERR
     from aeflow.io import write_json
     from aeflow.models.weights import BEST, checkpoint_path, load_weights
+    from aeflow.tracking import lineage
     from aeflow.tracking import runs as tracking
 
     cfg = load_params()
@@ -22,7 +24,8 @@ def main() -> None:
     write_json(cfg.paths.eval_details, result.details)
     write_rows_csv(cfg.paths.per_digit, result.per_digit_rows)
     with tracking.resume_run(cfg.paths.run_info, cfg.mlflow.tracking_uri):
-        mlflow.log_metrics({k.replace(".", "/"): v for k, v in tracking.flatten(result.metrics).items()})
+        mlflow.log_metrics(tracking.metric_keys(result.metrics))
+        lineage.describe_run(cfg, f"test {LABELS[SQ_ERR][0]}", result.metrics[MODEL][SQ_ERR])
         for path in (cfg.paths.eval_metrics, cfg.paths.eval_details, cfg.paths.per_digit):
             mlflow.log_artifact(path, artifact_path="metrics")
     from aeflow.tracking.registry import (

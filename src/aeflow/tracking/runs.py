@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -228,27 +228,58 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+
+def metric_keys(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A nested metrics file as MLflow metrics: {'test': {'mse': 1.0}} -> {'test/mse': 1.0}."""
+    return {key.replace(".", "/"): value for key, value in flatten(metrics).items()}
+
 def git_commit() -> str:
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
+# What decides a run's result besides its recorded config: the code and the config
+# sources. params.yaml is left out (the run records its content), and so is
+# everything the pipeline writes (dvc.lock, metrics/, plots/, reports/, models/,
+# data/) and what it never reads (README, tests, benchmarks).
+SOURCE_PATHS = ("src/", "conf/", "dvc.yaml", "pyproject.toml", "requirements.lock", "uv.lock")
+
+
+def source_changes(paths: Iterable[str]) -> list[str]:
+    """The paths among `paths` (relative to the repository root, POSIX) that change a run's result."""
+    return sorted(p for p in paths if any(p == s or (s.endswith("/") and p.startswith(s))
+                                          for s in SOURCE_PATHS))
+
+
+def changed_paths(base: str = "HEAD") -> list[str]:
+    """Source files (`SOURCE_PATHS`) differing from commit `base` (staged or not), or new and not ignored."""
+    # `:(top)` pathspecs: paths from the repository root, whatever the working folder.
+    where = ["--", *(f":(top){s}" for s in SOURCE_PATHS)]
+    listed = []
+    for cmd in (["git", "diff", "--name-only", base, *where],
+                ["git", "ls-files", "--others", "--exclude-standard", "--full-name", *where]):
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=30).stdout
+        listed += out.splitlines()
+    return [p for p in listed if p]
+
+
 def git_dirty() -> bool:
+    """Whether code or config sources differ from the commit a run records (`SOURCE_PATHS`).
+
+    A run made by `dvc exp run` is compared with its experiment's baseline
+    (DVC_EXP_BASELINE_REV), the commit `aeflow reproduce` rebuilds it from.
+    """
+    base = os.environ.get("DVC_EXP_BASELINE_REV") or "HEAD"
     try:
-        out = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout
+        changes = source_changes(changed_paths(base))
     except (OSError, subprocess.SubprocessError):
         return False
-    return bool(out.strip())
+    if changes:
+        log.info("git_dirty: %s differ from %s", ", ".join(changes[:5]), base)
+    return bool(changes)
 
 
 def dvc_data_hash(data_path: str, lock_file: str = "dvc.lock") -> str:

@@ -21,6 +21,7 @@ from aeflow.errors import TrackingError, TrainingError
 from aeflow.io import atomic_path, copy_file, write_json, write_text
 from aeflow.models.weights import BEST, LAST, checkpoint_path, load_weights
 from aeflow.serving import pyfunc as serving
+from aeflow.tracking import lineage
 from aeflow.tracking import runs as tracking
 from aeflow.training import distributed, performance
 from aeflow.training.callbacks import LossHistory, configured_callbacks
@@ -65,6 +66,7 @@ def train(
     with resume.held(enabled=rank_zero):
         if rank_zero:
             run_id = open_run(client, cfg, uri, resume, ckpt_path, tags)
+            lineage.record_inputs(client, run_id, cfg, datamodule.splits)
             distributed.share_run_id(run_id)
         else:  # another data-parallel process (DDP): rank zero alone tracks and writes files
             run_id = distributed.shared_run_id()
@@ -150,7 +152,9 @@ def publish(cfg: DictConfig, fitted: Fitted, resume: ResumeDir) -> tuple[Path, d
         metrics = {**{k: v for k, v in fitted.history.rows[-1].items() if k != "epoch"}, **metrics}
     metrics.update(best_val_loss=fitted.best_model_score, epochs=trainer.current_epoch,
                    train_time_s=round(fitted.train_time_s, 3))
-    write_json(cfg.paths.train_metrics, metrics)
+    # The run id beside the metrics: `dvc exp show` lists it, so an experiment is found in MLflow.
+    run_id = tracking.read_run_info(cfg.paths.run_info)["run_id"]
+    write_json(cfg.paths.train_metrics, {**metrics, "mlflow_run_id": run_id})
     return best, metrics
 
 
@@ -261,6 +265,7 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     for env, tag in (("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_EXP_BASELINE_REV", "dvc_baseline_rev")):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
+    tags.update(lineage.source_tags(tags.get("dvc_baseline_rev", tags["git_commit"])))
     return tags
 
 

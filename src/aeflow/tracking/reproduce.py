@@ -1,0 +1,412 @@
+"""`aeflow reproduce RUN_ID`: rebuild an MLflow run from what it records and compare its test metrics.
+
+The run records its commit (`git_commit`, or `dvc_baseline_rev` for a run made
+by `dvc exp run`), whether the code differed from it (`git_dirty`), the DVC hash
+of its data (`data_dvc_md5`) and its resolved config (`lineage.CONFIG_ARTIFACT`).
+The reproduction checks those, checks out the commit in a separate git worktree,
+writes the config there as params.yaml, gets the data (this repository's DVC
+cache, else `dvc pull`, else the download stage) and checks its hash, and runs
+`dvc repro` there, logging to the same tracking store. The new run is tagged
+`aeflow.reproduces=<RUN_ID>` and `aeflow.reproduced=true|false`, with the
+comparison as the artifact `reproduce/comparison.json`.
+
+Exit status: 0 when every test metric matches within `--rtol`, 1 when one does
+not, 2 when the run cannot be reproduced (the message says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aeflow.errors import AeflowError
+from aeflow.tracking import lineage, runs
+
+log = logging.getLogger(__name__)
+
+EXIT_MISMATCH, EXIT_REFUSED = 1, 2
+REPRODUCES_TAG, REPRODUCED_TAG = "aeflow.reproduces", "aeflow.reproduced"
+COMPARISON_ARTIFACT = "reproduce/comparison.json"
+DVC_CACHE_FILES = Path("files", "md5")  # DVC 3's cache layout: files/md5/<2 hex>/<30 hex>[.dir]
+
+
+class ReproduceError(AeflowError):
+    """The run cannot be reproduced here (the message names the reason and what to do)."""
+
+
+# --- the comparison ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    metric: str
+    original: float | None
+    reproduced: float | None
+
+    @property
+    def difference(self) -> float | None:
+        if self.original is None or self.reproduced is None:
+            return None
+        return self.reproduced - self.original
+
+    def matches(self, rtol: float) -> bool:
+        """Equal, or within `rtol` of the original (|reproduced - original| <= rtol * |original|)."""
+        o, r = self.original, self.reproduced
+        if o is None or r is None:
+            return False
+        if o == r or (math.isnan(o) and math.isnan(r)):
+            return True
+        return abs(r - o) <= rtol * abs(o)
+
+
+def compare(original: Mapping[str, float], reproduced: Mapping[str, float], keys: Iterable[str]) -> list[Row]:
+    """One row per metric in `keys`; a metric missing on either side is None there."""
+    return [Row(k, original.get(k), reproduced.get(k)) for k in sorted(set(keys))]
+
+
+def compared_keys(eval_metrics: Mapping[str, Any], original: Mapping[str, float]) -> set[str]:
+    """The MLflow keys of the evaluate stage's metrics file, plus the original run's metrics in the
+    same groups (`test/...`, `pca/...`): a metric only one side has is reported, not skipped."""
+    keys = set(runs.metric_keys(eval_metrics))
+    groups = {k.split("/", 1)[0] for k in keys}
+    return keys | {k for k in original if k.split("/", 1)[0] in groups}
+
+
+def _fmt(value: float | None) -> str:
+    return "missing" if value is None else f"{value:.10g}"
+
+
+def format_table(rows: list[Row], rtol: float) -> str:
+    """The comparison as aligned text: metric, original, reproduced, difference, and whether it matches."""
+    header = ("metric", "original", "reproduced", "difference", "match")
+    body = []
+    for row in rows:
+        diff = row.difference
+        shown = "-" if diff is None else ("0" if diff == 0 else f"{diff:+.3g}")
+        body.append(
+            (
+                row.metric,
+                _fmt(row.original),
+                _fmt(row.reproduced),
+                shown,
+                "yes" if row.matches(rtol) else "NO",
+            )
+        )
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in [header, *body]
+    ]
+    bad = sum(not row.matches(rtol) for row in rows)
+    tolerance = "exact" if rtol == 0 else f"rtol {rtol:g}"
+    verdict = (
+        f"reproduced: all {len(rows)} test metrics match ({tolerance})"
+        if not bad
+        else f"NOT reproduced: {bad} of {len(rows)} test metrics differ ({tolerance})"
+    )
+    return "\n".join([*lines, "", verdict])
+
+
+# --- what the run records ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recorded:
+    run_id: str
+    commit: str
+    dirty: bool
+    data_hash: str
+    config: dict[str, Any]
+
+
+def _git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=check)
+
+
+def recorded_commit(tags: Mapping[str, str]) -> str:
+    """The commit a run's code is at: its `dvc exp run` baseline if it has one, else `git_commit`."""
+    return tags.get("dvc_baseline_rev") or tags.get("git_commit") or "unknown"
+
+
+def mismatched_params(config: Mapping[str, Any], params: Mapping[str, str]) -> list[str]:
+    """Config keys whose logged param (a string) differs from the config value; keys not logged are
+    skipped (MLflow truncates long values; Lightning adds its own)."""
+    flat = runs.flatten(config)
+    skip = {"mlflow.tracking_uri"}  # logged without credentials
+    return sorted(k for k, v in flat.items() if k in params and k not in skip and params[k] != str(v))
+
+
+def read_config(client, run, commit: str, root: Path) -> dict[str, Any]:
+    """The run's resolved config: its logged artifact, else params.yaml at `commit` if the run's
+    params say it is the same config."""
+    run_id = run.info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            text = Path(client.download_artifacts(run_id, lineage.CONFIG_ARTIFACT, tmp)).read_text()
+            origin = f"artifact {lineage.CONFIG_ARTIFACT}"
+        except Exception as exc:  # noqa: BLE001 (any store: MlflowException, OSError, HTTP errors)
+            log.info(
+                "run %s has no %s (%s); trying params.yaml at %s",
+                run_id,
+                lineage.CONFIG_ARTIFACT,
+                exc,
+                commit[:12],
+            )
+            shown = _git(root, "show", f"{commit}:params.yaml", check=False)
+            if shown.returncode != 0:
+                raise ReproduceError(
+                    f"run {run_id} logged no config ({lineage.CONFIG_ARTIFACT}) and "
+                    f"commit {commit[:12]} has no params.yaml"
+                ) from exc
+            text, origin = shown.stdout, f"params.yaml at commit {commit[:12]}"
+    config = yaml.safe_load(text)
+    differ = mismatched_params(config, run.data.params)
+    if differ:
+        raise ReproduceError(
+            f"the config from {origin} differs from run {run_id}'s logged params in "
+            f"{', '.join(differ[:5])}: cannot tell which config made the run"
+        )
+    return config
+
+
+def check_reproducible(client, run_id: str, root: Path, allow_dirty: bool) -> Recorded:
+    """What the run records, or ReproduceError naming why it cannot be rebuilt here."""
+    try:
+        run = runs.retry_locked(client.get_run, run_id)
+    except Exception as exc:  # noqa: BLE001 (not found, or the store is unreachable)
+        raise ReproduceError(
+            f"run {run_id} not found in the tracking store ({exc}); pass the store "
+            "with --tracking-uri or MLFLOW_TRACKING_URI"
+        ) from exc
+    tags = run.data.tags
+    commit = recorded_commit(tags)
+    if commit == "unknown":
+        raise ReproduceError(
+            f"run {run_id} records no git commit (tag git_commit): it was not made "
+            "in a git checkout, so its code cannot be checked out"
+        )
+    if _git(root, "cat-file", "-e", f"{commit}^{{commit}}", check=False).returncode != 0:
+        raise ReproduceError(
+            f"run {run_id} was made at commit {commit}, which is not in this repository "
+            f"({root}); `git fetch` the branch or experiment that has it"
+        )
+    dirty = tags.get("git_dirty", "true") != "false"
+    if dirty and not allow_dirty:
+        raise ReproduceError(
+            f"run {run_id} has git_dirty={tags.get('git_dirty', 'missing')}: its code "
+            f"differed from commit {commit[:12]} in a way its config does not record, so "
+            "the commit may not give the same result. Pass --allow-dirty to try anyway"
+        )
+    if tags.get("aeflow.stopped_by"):
+        raise ReproduceError(
+            f"run {run_id} was stopped early by {tags['aeflow.stopped_by']}: it is not "
+            "the result of its config, so there is nothing to reproduce"
+        )
+    data_hash = tags.get("data_dvc_md5", "unknown")
+    if data_hash == "unknown":
+        raise ReproduceError(
+            f"run {run_id} records no DVC hash of its data (tag data_dvc_md5): the data "
+            "cannot be checked; rerun it with `dvc repro`"
+        )
+    config = read_config(client, run, commit, root)
+    return Recorded(run_id, commit, dirty, data_hash, config)
+
+
+# --- building it again ---------------------------------------------------------------------------
+
+
+def cached_files(cache: Path, dir_hash: str) -> list[tuple[str, Path]] | None:
+    """(relative path, cache file) for each file of DVC directory hash `dir_hash` ("<md5>.dir"),
+    or None if the cache lacks the listing or any file."""
+    base = cache / DVC_CACHE_FILES
+    listing = base / dir_hash[:2] / dir_hash[2:]
+    if not listing.is_file():
+        return None
+    files = [(e["relpath"], base / e["md5"][:2] / e["md5"][2:]) for e in json.loads(listing.read_text())]
+    return files if all(path.is_file() for _, path in files) else None
+
+
+def _dvc(work: Path, env: Mapping[str, str], *args: str, check: bool = True) -> int:
+    """Run DVC in `work`; its output goes to stderr (the table is stdout)."""
+    proc = subprocess.run(
+        [_tool("dvc"), *args], cwd=work, env=dict(env), stdout=sys.stderr, stderr=sys.stderr
+    )
+    if check and proc.returncode != 0:
+        raise ReproduceError(
+            f"`dvc {' '.join(args)}` failed (exit {proc.returncode}) in the reproduction "
+            f"worktree {work}; its output is above"
+        )
+    return proc.returncode
+
+
+def _tool(name: str) -> str:
+    beside = Path(sys.executable).parent / name  # the environment this command runs in
+    return str(beside) if beside.exists() else name
+
+
+def get_data(work: Path, env: Mapping[str, str], cache: Path, data_path: str, data_hash: str) -> None:
+    """Put the run's data in `work/data_path` and check its DVC hash against the run's."""
+    files = cached_files(cache, data_hash)
+    if files is not None:
+        for rel, src in files:
+            (work / data_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, work / data_path / rel)
+        log.info("data %s: from the DVC cache %s", data_hash, cache)
+    elif runs.dvc_data_hash(data_path, str(work / "dvc.lock")) == data_hash:
+        log.info("data %s: not in the DVC cache, trying `dvc pull`", data_hash)
+        _dvc(work, env, "pull", "download", check=False)  # no remote or no copy: the download stage
+    # The download stage checks every file's MD5 in place, or downloads what is missing.
+    _dvc(work, env, "repro", "download")
+    got = runs.dvc_data_hash(data_path, str(work / "dvc.lock"))
+    if got != data_hash:
+        raise ReproduceError(
+            f"the data for the reproduction has DVC hash {got}, the run used {data_hash}: "
+            "the files differ (another data.files, or a source serving other files)"
+        )
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    reproduction_run_id: str
+    rows: list[Row]
+    rtol: float
+
+    @property
+    def reproduced(self) -> bool:
+        return all(row.matches(self.rtol) for row in self.rows)
+
+
+def reproduce(run_id: str, uri: str, root: Path, rtol: float = 0.0, allow_dirty: bool = False) -> Outcome:
+    """Rebuild run `run_id` of the store `uri` from repository `root`; compare its test metrics."""
+    import mlflow
+
+    runs.preflight(uri)
+    client = mlflow.MlflowClient(runs.store_uri(uri))
+    recorded = check_reproducible(client, run_id, root, allow_dirty)
+    cache = Path(
+        subprocess.run(
+            [_tool("dvc"), "cache", "dir"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
+    dvc_vars = ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV")  # set when run inside a DVC stage
+    env = {k: v for k, v in os.environ.items() if k not in dvc_vars}
+    # The worktree's code, not the checkout this command was installed from; the run's store.
+    tmp = Path(tempfile.mkdtemp(prefix=f"aeflow-reproduce-{run_id[:8]}-"))
+    work = tmp / "worktree"
+    env.update(
+        MLFLOW_TRACKING_URI=uri,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(work / "src"), env.get("PYTHONPATH")])),
+    )
+    config = json.loads(json.dumps(recorded.config))  # a copy
+    config["mlflow"]["tracking_uri"] = None  # the store comes from MLFLOW_TRACKING_URI (above)
+    config["mlflow"]["register_model"] = None  # a reproduction is not a new model version
+    paths = config["paths"]
+    log.info("reproducing run %s at commit %s in %s", run_id, recorded.commit[:12], work)
+    _git(root, "worktree", "add", "--detach", str(work), recorded.commit)
+    try:
+        (work / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        local_config = root / ".dvc" / "config.local"  # remotes' credentials
+        if local_config.is_file():
+            shutil.copyfile(local_config, work / ".dvc" / "config.local")
+        _dvc(work, env, "cache", "dir", "--local", str(cache))
+        get_data(work, env, cache, paths["data"], recorded.data_hash)
+        # --no-run-cache: DVC would otherwise restore the original run's outputs instead of running.
+        _dvc(work, env, "repro", "--force", "--no-run-cache")
+        new_run_id = runs.read_run_info(work / paths["run_info"])["run_id"]
+        eval_metrics = json.loads((work / paths["eval_metrics"]).read_text())
+        original = client.get_run(run_id).data.metrics
+        rows = compare(
+            original, client.get_run(new_run_id).data.metrics, compared_keys(eval_metrics, original)
+        )
+    finally:
+        _git(root, "worktree", "remove", "--force", str(work), check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+        _git(root, "worktree", "prune", check=False)
+    outcome = Outcome(run_id, new_run_id, rows, rtol)
+    record(client, outcome, recorded)
+    return outcome
+
+
+def record(client, outcome: Outcome, recorded: Recorded) -> None:
+    """Tag the reproduction's run and log the comparison to it."""
+    run_id = outcome.reproduction_run_id
+    client.set_tag(run_id, REPRODUCES_TAG, outcome.run_id)
+    client.set_tag(run_id, REPRODUCED_TAG, str(outcome.reproduced).lower())
+    client.log_dict(
+        run_id,
+        {
+            "reproduces": outcome.run_id,
+            "commit": recorded.commit,
+            "data_dvc_md5": recorded.data_hash,
+            "rtol": outcome.rtol,
+            "reproduced": outcome.reproduced,
+            "metrics": [
+                {**asdict(row), "difference": row.difference, "match": row.matches(outcome.rtol)}
+                for row in outcome.rows
+            ],
+        },
+        COMPARISON_ARTIFACT,
+    )
+
+
+def default_uri(root: Path) -> str:
+    """MLFLOW_TRACKING_URI if set, else the project's SQLite store (the pipeline's default)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / runs.DEFAULT_STORE).resolve()}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`aeflow reproduce RUN_ID`: rebuild an MLflow run from its commit, config and data; compare."""
+    parser = argparse.ArgumentParser(prog="aeflow reproduce", description=main.__doc__)
+    parser.add_argument("run_id", help="the MLflow run id to reproduce")
+    parser.add_argument(
+        "--rtol",
+        type=float,
+        default=0.0,
+        help="relative tolerance per metric (default 0: exact, for the same machine type; "
+        "e.g. 1e-4 on another CPU type or a GPU)",
+    )
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="reproduce a run tagged git_dirty=true (its code differed from its commit)",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        help="the store the run is in (default: MLFLOW_TRACKING_URI, "
+        "else sqlite:///mlflow.db at the repository root)",
+    )
+    args = parser.parse_args(argv)
+    if args.rtol < 0:
+        parser.error(f"--rtol {args.rtol}: must be >= 0")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    top = _git(Path.cwd(), "rev-parse", "--show-toplevel", check=False)
+    if top.returncode != 0:
+        sys.exit(f"error: {Path.cwd()} is not in a git repository: run `aeflow reproduce` in the project")
+    root = Path(top.stdout.strip())
+    try:
+        uri = args.tracking_uri or default_uri(root)
+        outcome = reproduce(args.run_id, uri, root, args.rtol, args.allow_dirty)
+    except AeflowError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(EXIT_REFUSED)
+    sys.stdout.write(f"run {outcome.run_id} reproduced as run {outcome.reproduction_run_id}\n\n")
+    sys.stdout.write(format_table(outcome.rows, args.rtol) + "\n")
+    sys.exit(0 if outcome.reproduced else EXIT_MISMATCH)
+
+
+if __name__ == "__main__":
+    main()
