@@ -6,7 +6,7 @@ import argparse
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -40,7 +40,8 @@ def compose(overrides: Iterable[str] = (), conf_dir: str | Path = CONF_DIR) -> D
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    """The resolved config as plain dicts and lists (a DictConfig always gives a dict)."""
+    return cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
 
 
 def main(argv: list[str] | None = None) -> None:
