@@ -1,0 +1,290 @@
+"""Anomaly scores per image, how well they separate normal from anomalous images, and the threshold.
+
+Scores (higher = more anomalous), for images (N, 1, H, W) with pixels in [0, 1]:
+- `sq_err`: sum over the pixels of the squared reconstruction error;
+- `bce`: mean binary cross-entropy per pixel of the reconstruction;
+- `mahalanobis`: squared Mahalanobis distance of the code from the mean of the
+  training codes, under their covariance shrunk towards a multiple of the identity;
+- `pca`: PCA's squared reconstruction error with as many components as the code
+  has units (the baseline, as for reconstruction).
+
+Separation is measured with AUROC, AUPRC (anomalies are the positive class) and
+the false-positive rate at 95% true-positive rate. The threshold is a quantile of
+the validation images' scores, so about (1 - quantile) of normal images are flagged.
+`DetectorState` holds everything a served model needs to score images, as JSON:
+no pickle.
+
+Results are nested as {protocol: {set: {score: {metric: value}}}} under `anomaly`
+in metrics/evaluate.json; `dvc exp show` and MLflow show them flattened as
+`anomaly.<protocol>.<set>.<score>.<metric>`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from aeflow.evaluation.metrics import bce_per_image, sq_err_per_image
+
+Fn = Callable[[torch.Tensor], torch.Tensor]
+
+SQ_ERR, BCE, MAHALANOBIS, PCA_SCORE = "sq_err", "bce", "mahalanobis", "pca"
+MODEL_SCORES = (SQ_ERR, BCE, MAHALANOBIS)  # what the served model computes
+SCORES = (*MODEL_SCORES, PCA_SCORE)
+AUROC, AUPRC, FPR95, FLAGGED = "auroc", "auprc", "fpr95", "flagged"
+SEPARATION_METRICS = (AUROC, AUPRC, FPR95)
+# Protocols: shifted copies of the test images, other data sets, the classes left out of training.
+SHIFT, OOD, OTHER_CLASSES = "shift", "ood", "other_classes"
+# Keys of the `anomaly` section beside the protocols.
+THRESHOLD, QUANTILE, FLAGGED_TEST = "threshold", "quantile", "flagged_test"
+
+SCORE_LABELS = {
+    SQ_ERR: "squared error per image",
+    BCE: "BCE per pixel",
+    MAHALANOBIS: "Mahalanobis distance² of the code",
+    PCA_SCORE: "PCA squared error per image",
+}
+METRIC_LABELS = {AUROC: "AUROC", AUPRC: "AUPRC", FPR95: "FPR at 95% TPR", FLAGGED: "share flagged"}
+
+
+# --- per-image scores ----------------------------------------------------------------------------
+
+
+@dataclass
+class CodeGaussian:
+    """Mean and precision (inverse regularised covariance) of training codes (N, D).
+
+    The covariance is shrunk towards (trace / D) * identity by `shrinkage`, so dead
+    or collinear code units (common in autoencoders) still give a finite distance.
+    """
+
+    mean: torch.Tensor  # (D,) float64
+    precision: torch.Tensor  # (D, D) float64
+
+    @classmethod
+    def fit(cls, codes: torch.Tensor, shrinkage: float = 0.01) -> CodeGaussian:
+        if not 0 < shrinkage <= 1:
+            raise ValueError(f"shrinkage={shrinkage}: must be in (0, 1]")
+        z = codes.detach().flatten(1).double().cpu()  # (N, D)
+        if len(z) < 2:
+            raise ValueError(f"{len(z)} training codes: need at least 2 to fit a covariance")
+        mean = z.mean(0)
+        cov = torch.cov(z.T).reshape(z.shape[1], z.shape[1])
+        scale = float(cov.diagonal().mean()) or 1.0  # all-constant codes: unit scale
+        cov = (1 - shrinkage) * cov + shrinkage * scale * torch.eye(len(mean), dtype=cov.dtype)
+        return cls(mean=mean, precision=torch.linalg.inv(cov))
+
+    def distance(self, codes: torch.Tensor) -> torch.Tensor:
+        """(N,) squared Mahalanobis distance of each code (N, D) from the mean."""
+        d = codes.detach().flatten(1).double().cpu() - self.mean  # (N, D)
+        return ((d @ self.precision) * d).sum(1)
+
+
+@torch.no_grad()
+def model_scores(
+    encode: Fn, decode: Fn, gaussian: CodeGaussian, images: torch.Tensor, batch: int = 2048
+) -> dict[str, torch.Tensor]:
+    """{score: (N,) float64} of the autoencoder's scores (`MODEL_SCORES`) for images (N, 1, H, W)."""
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in MODEL_SCORES}
+    for start in range(0, len(images), batch):
+        x = images[start : start + batch]
+        codes = encode(x)  # (B, D)
+        recon = decode(codes).reshape(x.shape).double().cpu()
+        target = x.double().cpu()
+        parts[SQ_ERR].append(sq_err_per_image(recon, target))
+        parts[BCE].append(bce_per_image(recon, target))
+        parts[MAHALANOBIS].append(gaussian.distance(codes))
+    return {name: torch.cat(p) if p else torch.zeros(0, dtype=torch.float64) for name, p in parts.items()}
+
+
+def pca_scores(pca, images: torch.Tensor) -> torch.Tensor:
+    """(N,) PCA's squared reconstruction error per image; `pca` is an `aeflow.evaluation.pca.PCA`."""
+    flat = images.flatten(1).double()
+    return sq_err_per_image(pca.decode(pca.encode(flat)), flat)
+
+
+# --- separation metrics and the threshold ----------------------------------------------------------
+
+
+def separation(normal: torch.Tensor, anomalous: torch.Tensor) -> dict[str, float]:
+    """AUROC, AUPRC and FPR at 95% TPR of a score that should be higher on `anomalous` images."""
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+    if len(normal) == 0 or len(anomalous) == 0:
+        raise ValueError(f"need normal and anomalous scores, got {len(normal)} and {len(anomalous)}")
+    y = torch.cat([torch.zeros(len(normal)), torch.ones(len(anomalous))]).numpy()
+    s = torch.cat([normal, anomalous]).double().numpy()
+    fpr, tpr, _ = roc_curve(y, s)
+    return {
+        AUROC: float(roc_auc_score(y, s)),
+        AUPRC: float(average_precision_score(y, s)),
+        FPR95: float(fpr[(tpr >= 0.95).argmax()]),
+    }
+
+
+def roc_points(normal: torch.Tensor, anomalous: torch.Tensor, n: int = 101) -> dict[str, list[float]]:
+    """The ROC curve at `n` false-positive rates from 0 to 1 (interpolated): what the report draws."""
+    import numpy as np
+    from sklearn.metrics import roc_curve
+
+    y = np.concatenate([np.zeros(len(normal)), np.ones(len(anomalous))])
+    fpr, tpr, _ = roc_curve(y, torch.cat([normal, anomalous]).double().numpy())
+    grid = np.linspace(0, 1, n)
+    return {
+        "fpr": [round(float(v), 4) for v in grid],
+        "tpr": [round(float(v), 4) for v in np.interp(grid, fpr, tpr)],
+    }
+
+
+def histogram(normal: torch.Tensor, anomalous: torch.Tensor, bins: int = 40) -> dict[str, list[float]]:
+    """Counts of both score sets over shared bins between their 0.5th and 99.5th percentiles
+    (so a few extreme scores do not flatten the picture); values outside go to the end bins."""
+    both = torch.cat([normal, anomalous]).double()
+    lo, hi = (float(v) for v in torch.quantile(both, torch.tensor([0.005, 0.995], dtype=both.dtype)))
+    hi = hi if hi > lo else lo + 1.0
+    edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
+
+    def counts(s: torch.Tensor) -> list[int]:
+        return torch.histc(s.double().clamp(lo, hi), bins=bins, min=lo, max=hi).long().tolist()
+
+    return {"edges": [float(e) for e in edges], "normal": counts(normal), "anomalous": counts(anomalous)}
+
+
+def threshold(validation_scores: torch.Tensor, quantile: float) -> float:
+    """The `quantile` of the validation images' scores: images scoring above it are flagged."""
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile={quantile}: must be in (0, 1), e.g. 0.99")
+    if len(validation_scores) == 0:
+        raise ValueError("no validation scores to choose a threshold from")
+    return float(torch.quantile(validation_scores.double(), quantile))
+
+
+def flagged_share(scores: torch.Tensor, limit: float) -> float:
+    """Share of images whose score is above `limit`."""
+    return float((scores > limit).double().mean()) if len(scores) else 0.0
+
+
+# --- what a served model needs --------------------------------------------------------------------
+
+
+@dataclass
+class DetectorState:
+    """The code Gaussian and the per-score thresholds, saved as JSON beside the weights."""
+
+    mean: list[float]
+    precision: list[list[float]]
+    thresholds: dict[str, float]
+    quantile: float
+    score: str = SQ_ERR  # what `output=score` and `output=is_anomaly` use unless asked otherwise
+    validation_images: int = 0
+    training_images: int = 0
+    shrinkage: float = 0.01
+    description: dict[str, str] = field(default_factory=lambda: dict(SCORE_LABELS))
+
+    def gaussian(self) -> CodeGaussian:
+        return CodeGaussian(
+            mean=torch.tensor(self.mean, dtype=torch.float64),
+            precision=torch.tensor(self.precision, dtype=torch.float64),
+        )
+
+    def save(self, path: str | Path) -> None:
+        from aeflow.io import write_text
+
+        write_text(path, json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> DetectorState:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def fit_detector(
+    encode: Fn,
+    decode: Fn,
+    train_images: torch.Tensor,
+    val_images: torch.Tensor,
+    quantile: float,
+    score: str = SQ_ERR,
+    shrinkage: float = 0.01,
+) -> DetectorState:
+    """Fit the code Gaussian on `train_images` and each model score's threshold on `val_images`
+    (both float (N, 1, H, W) in [0, 1])."""
+    if score not in MODEL_SCORES:
+        raise ValueError(f"score={score!r}: allowed: {', '.join(MODEL_SCORES)}")
+    with torch.no_grad():
+        codes = torch.cat([encode(train_images[i : i + 2048]) for i in range(0, len(train_images), 2048)])
+    gaussian = CodeGaussian.fit(codes, shrinkage)
+    val = model_scores(encode, decode, gaussian, val_images)
+    return DetectorState(
+        mean=gaussian.mean.tolist(),
+        precision=gaussian.precision.tolist(),
+        thresholds={name: threshold(s, quantile) for name, s in val.items()},
+        quantile=quantile,
+        score=score,
+        validation_images=len(val_images),
+        training_images=len(train_images),
+        shrinkage=shrinkage,
+    )
+
+
+# --- the evaluation over all protocols --------------------------------------------------------------
+
+
+@dataclass
+class AnomalyResult:
+    metrics: dict  # the `anomaly` section of metrics/evaluate.json
+    details: dict  # histograms, ROC curves, most/least anomalous test images (evaluate_details.json)
+
+
+def evaluate_anomaly(
+    scores_of: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    normal: torch.Tensor,
+    outsides: Mapping[str, Mapping[str, torch.Tensor]],
+    thresholds: Mapping[str, float],
+    quantile: float,
+    extreme_n: int = 16,
+    index: torch.Tensor | None = None,
+) -> AnomalyResult:
+    """Separation of `normal` test images (N, 1, H, W) from each set in `outsides`
+    ({protocol: {set name: images}}), for every score `scores_of(images)` returns.
+
+    `thresholds` ({score: value}) come from validation images; the metrics give the share of
+    each set flagged above them. The details keep, per set, the histograms and ROC curves
+    the report draws, and the indices of the most and least anomalous normal images
+    (`index[i]` for the i-th normal image: its place in the whole test set; default i).
+    """
+    base = scores_of(normal)
+    metrics: dict = {
+        QUANTILE: quantile,
+        THRESHOLD: {k: thresholds[k] for k in base},
+        FLAGGED_TEST: {k: flagged_share(s, thresholds[k]) for k, s in base.items()},
+    }
+    details: dict = {"histograms": {}, "roc": {}, "extremes": {}}
+    for protocol, sets in outsides.items():
+        for name, images in sets.items():
+            out = scores_of(images)
+            where = f"{protocol}/{name}"
+            metrics.setdefault(protocol, {})[name] = {
+                k: {**separation(base[k], out[k]), FLAGGED: flagged_share(out[k], thresholds[k])}
+                for k in base
+            }
+            details["histograms"][where] = {k: histogram(base[k], out[k]) for k in base}
+            details["roc"][where] = {k: roc_points(base[k], out[k]) for k in base}
+    index = torch.arange(len(normal)) if index is None else index
+    for k, s in base.items():
+        order = s.argsort(descending=True)
+        details["extremes"][k] = {
+            "most": [int(index[i]) for i in order[:extreme_n]],
+            "least": [int(index[i]) for i in order.flip(0)[:extreme_n]],
+        }
+    return AnomalyResult(metrics=metrics, details=details)
+
+
+def best_score(metrics: Mapping, protocol: str, name: str, metric: str = AUROC) -> tuple[str, float]:
+    """(score, value) with the highest `metric` for one set of the `anomaly` metrics."""
+    scored = metrics[protocol][name]
+    best = max(scored, key=lambda k: scored[k][metric])
+    return best, scored[best][metric]
