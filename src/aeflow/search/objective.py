@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from aeflow.config.params import CONF_DIR, compose
-from aeflow.config.schema import PathsConfig, validate
+from aeflow.config.schema import validate
 from aeflow.errors import TrainingError
 from aeflow.search.space import SearchSpec
 from aeflow.search.storage import WORKER_ATTR, Worker
@@ -44,7 +44,7 @@ def trial_config(
     retrained through the pipeline, which logs it.
     """
     cfg = compose(spec.overrides(params), conf_dir=conf_dir)
-    for name in (f.name for f in PathsConfig.__dataclass_fields__.values()):
+    for name in list(cfg.paths):
         if name not in SHARED_PATHS:
             cfg.paths[name] = str(folder / cfg.paths[name])
     cfg.mlflow.log_model = False
