@@ -30,6 +30,9 @@ from tests.reliability.conftest import (
 N_RUNS = 4
 
 
+SCHEMA_CREATED = "Creating initial MLflow database tables"  # MLflow logs it when it creates the schema
+
+
 @pytest.mark.slow
 def test_four_processes_log_to_one_new_sqlite_store(tiny_data, tmp_path):
     folder, files = tiny_data
@@ -39,7 +42,11 @@ def test_four_processes_log_to_one_new_sqlite_store(tiny_data, tmp_path):
     for seed in range(N_RUNS):
         project = tmp_path / f"run{seed}"
         write_params(project, [*TINY, f"seed={seed}"], folder, files)
-        cmd = f"{sys.executable} -m aeflow.stages.train && {sys.executable} -m aeflow.stages.evaluate"
+        # Each process records when it started and ended (seconds since the epoch).
+        cmd = (
+            f"date +%s.%N > started && {sys.executable} -m aeflow.stages.train && "
+            f"{sys.executable} -m aeflow.stages.evaluate && date +%s.%N > ended"
+        )
         procs.append(
             (
                 project,
@@ -53,12 +60,25 @@ def test_four_processes_log_to_one_new_sqlite_store(tiny_data, tmp_path):
                 ),
             )
         )
+    outputs = []
     for _, proc in procs:
         out, _ = proc.communicate(timeout=900)
         assert proc.returncode == 0, out[-3000:]
+        outputs.append(out)
+
+    # They ran at the same time: every process started before any of them ended...
+    spans = [tuple(float((p / f).read_text()) for f in ("started", "ended")) for p, _ in procs]
+    assert max(s for s, _ in spans) < min(e for _, e in spans), spans
+    # ...and one of them, alone, created the new store's schema.
+    assert sum(SCHEMA_CREATED in out for out in outputs) == 1, [out[-2000:] for out in outputs]
 
     runs = store_runs(db)
     assert len(runs) == N_RUNS
+    # Runs open in the store at the same time (MLflow's own start and end times, ms).
+    open_at_once = max(
+        sum(r.info.start_time <= t.info.start_time < r.info.end_time for r in runs) for t in runs
+    )
+    assert open_at_once >= 2, [(r.info.start_time, r.info.end_time) for r in runs]
     client = mlflow.MlflowClient(uri)
     for project, _ in procs:
         run_id = json.loads((project / "models/run.json").read_text())["run_id"]

@@ -41,6 +41,7 @@ class PathsConfig:
     report_html: str = "reports/report.html"
     report_md: str = "reports/report.md"
     resume: str = ".resume"
+    ood: str = "data/ood"
 
 
 @dataclass
@@ -94,6 +95,11 @@ class EvaluateConfig:
     knn_k: int = 5
     logreg_max_iter: int = 100
     worst_n: int = 16  # worst-reconstructed test images listed and drawn
+    # Anomaly detection (aeflow.evaluation.anomaly): names are checked where they are used.
+    threshold_quantile: float = 0.99  # validation-score quantile above which an image is flagged
+    score: str = "sq_err"  # the score the served model's output=score and output=is_anomaly use
+    corruptions: list[str] | None = None  # shifted copies of the test set (None: every corruption)
+    ood: list[str] = field(default_factory=list)  # other data sets' test splits (conf/data/<name>.yaml)
 
 
 @dataclass
@@ -359,9 +365,12 @@ def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
     for key, schema in (("evaluate", EvaluateConfig), ("visualize", VisualizeConfig)):
         if key in sections and key in cfg:
             _structured(key, schema, cfg[key])
-            for name in (f.name for f in dataclasses.fields(schema)):
-                if name in cfg[key]:
-                    _positive(cfg, f"{key}.{name}")
+            for f in dataclasses.fields(schema):
+                if f.name in cfg[key] and f.type == "int":
+                    _positive(cfg, f"{key}.{f.name}")
+            quantile = cfg[key].get("threshold_quantile", 0.5)
+            if not 0 < quantile < 1:
+                raise ConfigError(f"{key}.threshold_quantile={quantile}: must be in (0, 1), e.g. 0.99")
     # "data.source" alone (the download stage) checks files and sources without
     # importing the DataModule, and so without importing Lightning.
     if "data.source" in sections:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from aeflow.data.classes import check_classes, keep_classes
 from aeflow.data.idx import read_idx, verify_file
 from aeflow.errors import ConfigError, DataError
 
@@ -98,12 +99,15 @@ class IDXDataModule(pl.LightningDataModule):
         name: str = "mnist",
         seed: int = 0,
         on_device: bool | None = None,
+        classes: list[int] | None = None,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
         self.files = {k: dict(v) for k, v in files.items()}
         self.batch_size, self.val_size, self.split_seed = batch_size, val_size, split_seed
         self.name, self.seed, self.on_device = name, seed, on_device
+        # Train and validate on these labels only (one-class training); the test split stays whole.
+        self.classes = check_classes(classes)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _load(self, key: str) -> torch.Tensor:
@@ -156,6 +160,8 @@ class IDXDataModule(pl.LightningDataModule):
             "val": (images[val_idx], labels[val_idx]),
             "test": (test_images, test_labels),
         }
+        for part in ("train", "val"):
+            splits[part] = keep_classes(splits[part], self.classes, part)
         log.info("%s: %s", self.name, {k: len(v[1]) for k, v in splits.items()})
         return splits
 
