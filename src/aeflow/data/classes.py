@@ -27,7 +27,8 @@ def check_classes(classes: object) -> list[int] | None:
         or len(set(classes)) != len(classes)
     ):
         raise ConfigError(
-            f"data.classes={classes!r}: expected a non-empty list of distinct labels, e.g. [3], or null for all"
+            f"data.classes={classes!r}: expected a non-empty list of distinct labels, "
+            "e.g. [3], or null for all"
         )
     return list(classes)
 
@@ -46,5 +47,7 @@ def keep_classes(split: Split, classes: Sequence[int] | None, name: str = "split
     keep = class_mask(labels, classes)
     if not keep.any():
         present = sorted(int(c) for c in labels.unique())
-        raise ConfigError(f"data.classes={classes}: no {name} image has these labels; labels present: {present}")
+        raise ConfigError(
+            f"data.classes={classes}: no {name} image has these labels; labels present: {present}"
+        )
     return images[keep], labels[keep]

