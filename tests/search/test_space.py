@@ -113,3 +113,20 @@ def test_shipped_search_files_compose_and_validate(path):
     spec = load_spec(path)
     spec.check(REPO / "conf")
     assert spec.metric.startswith("val/")
+
+
+def test_storage_is_a_journal_file_by_default_else_the_rdb_url_given(tmp_path, monkeypatch):
+    from optuna.storages import RDBStorage
+    from optuna.storages.journal import JournalStorage
+
+    from aeflow.search.storage import STORAGE_ENV, open_storage
+
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    assert isinstance(open_storage("s", root=tmp_path), JournalStorage)
+    assert (tmp_path / "s.journal").is_file()
+    monkeypatch.setenv(STORAGE_ENV, f"sqlite:///{tmp_path / 'env.db'}")
+    storage = open_storage("s", root=tmp_path)
+    assert isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
+    assert (tmp_path / "env.db").is_file()
+    assert isinstance(open_storage("s", str(tmp_path / "other.journal"), root=tmp_path), JournalStorage)
+    assert (tmp_path / "other.journal").is_file()

@@ -126,6 +126,7 @@ def summarize(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.simplefilter("ignore", UserWarning)  # "too few trials" notes on small studies
                 axes = plot(study)
         except (ValueError, RuntimeError) as exc:  # e.g. importances need two complete trials
             log.warning("Optuna plot %s skipped: %s", name, exc)

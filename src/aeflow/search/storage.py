@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -149,8 +150,18 @@ def fail_interrupted(
     interrupted too; with an RDB storage another machine's worker may be
     tagging it right now, and Optuna's heartbeat decides instead.
     """
-    failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if isinstance(storage, RDBStorage):  # trials of other machines whose heartbeat stopped
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        now_failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        stale = [t for t in running if t.number in now_failed]
+        running = [t for t in running if t.number not in now_failed]
+    else:
+        stale = []
+    failed = list(stale)
+    for trial in running:
         worker = trial.user_attrs.get(WORKER_ATTR)
         if worker is None:
             dead = isinstance(storage, JournalStorage)
