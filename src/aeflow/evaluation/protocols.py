@@ -1,0 +1,124 @@
+"""The anomaly-detection protocols of the evaluate stage, each scored with every anomaly score.
+
+- `shift`: seeded corrupted copies of the (normal) test images, always on;
+- `ood`: other data sets' test images (`evaluate.ood`), when configured;
+- `other_classes`: the test images of the classes left out of training (`data.classes`).
+
+Normal images are the test images of the trained classes (all of them without
+`data.classes`). Thresholds come from the validation split through
+`anomaly.fit_detector`, the same function that fits the served model's detector,
+so the shares flagged here are those the served model flags.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from aeflow.evaluation import anomaly as A
+from aeflow.evaluation.corruptions import shifted_copies
+from aeflow.evaluation.pca import PCA
+
+log = logging.getLogger(__name__)
+
+Split = tuple[torch.Tensor, torch.Tensor]  # images uint8 (N, H, W), labels int64 (N,)
+MEAN = "mean"  # the shift protocol's average over corruptions
+
+
+def as_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W) or (N, 1, H, W) -> float32 (N, 1, H, W) in [0, 1]."""
+    images = images if images.dim() == 4 else images.unsqueeze(1)
+    return images.float() / 255.0
+
+
+def check_settings(score: str, corruptions: Sequence[str] | None) -> None:
+    """`evaluate.score` and `evaluate.corruptions` name known scores and corruptions."""
+    from aeflow.errors import ConfigError
+    from aeflow.evaluation.corruptions import CORRUPTIONS
+
+    if score not in A.MODEL_SCORES:
+        raise ConfigError(f"evaluate.score={score!r}: allowed: {', '.join(A.MODEL_SCORES)}")
+    unknown = [c for c in corruptions or () if c not in CORRUPTIONS]
+    if unknown:
+        raise ConfigError(f"evaluate.corruptions: unknown {unknown}; allowed: {', '.join(CORRUPTIONS)}")
+
+
+def with_mean(sets: dict) -> dict:
+    """`sets` ({name: {score: {metric: value}}}) plus their mean per score and metric."""
+    names = list(sets)
+    if not names:
+        return sets
+    first = sets[names[0]]
+    mean = {
+        score: {m: sum(sets[n][score][m] for n in names) / len(names) for m in first[score]}
+        for score in first
+    }
+    return {**sets, MEAN: mean}
+
+
+def anomaly_evaluation(
+    model: torch.nn.Module,
+    pca: PCA,
+    splits: Mapping[str, Split],
+    *,
+    quantile: float,
+    score: str = A.SQ_ERR,
+    corruptions: Sequence[str] | None = None,
+    ood_sets: Mapping[str, torch.Tensor] | None = None,
+    classes: Sequence[int] | None = None,
+    seed: int = 0,
+    extreme_n: int = 16,
+) -> A.AnomalyResult:
+    """Every protocol's separation metrics for `model` and for `pca` (fitted on the training split).
+
+    `splits`: uint8 'train', 'val' (already restricted to `classes`) and 'test' (whole);
+    `ood_sets`: {name: uint8 test images (N, H, W)}; `corruptions`: names (None: all).
+    """
+    from aeflow.evaluation.corruptions import CORRUPTIONS
+
+    check_settings(score, corruptions)
+    model.eval()
+    detector = A.fit_detector(
+        model.encode, model.decode, as_float(splits["train"][0]), as_float(splits["val"][0]), quantile, score
+    )
+    gaussian = detector.gaussian()
+
+    def scores_of(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = as_float(images)
+        return {**A.model_scores(model.encode, model.decode, gaussian, x), A.PCA_SCORE: A.pca_scores(pca, x)}
+
+    thresholds = {
+        **detector.thresholds,
+        A.PCA_SCORE: A.threshold(A.pca_scores(pca, as_float(splits["val"][0])), quantile),
+    }
+    test_images, test_labels = splits["test"]
+    if classes is None:
+        normal_index = torch.arange(len(test_labels))
+    else:
+        normal_index = torch.isin(test_labels, torch.as_tensor(list(classes))).nonzero().flatten()
+    normal = test_images[normal_index].unsqueeze(1)  # (N, 1, H, W) uint8
+    names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
+    outsides: dict[str, dict[str, torch.Tensor]] = {A.SHIFT: shifted_copies(normal, names, seed)}
+    if ood_sets:
+        outsides[A.OOD] = dict(ood_sets)
+    if classes is not None:
+        rest = torch.ones(len(test_labels), dtype=torch.bool)
+        rest[normal_index] = False
+        outsides[A.OTHER_CLASSES] = {"rest": test_images[rest]}
+    result = A.evaluate_anomaly(scores_of, normal, outsides, thresholds, quantile, extreme_n, normal_index)
+    result.metrics[A.SHIFT] = with_mean(result.metrics[A.SHIFT])
+    result.details["served_score"] = score
+    for protocol in outsides:
+        for name in result.metrics[protocol]:
+            best, auroc = A.best_score(result.metrics, protocol, name)
+            log.info(
+                "anomaly %s/%s: best AUROC %.4f (%s), PCA %.4f",
+                protocol,
+                name,
+                auroc,
+                best,
+                result.metrics[protocol][name][A.PCA_SCORE][A.AUROC],
+            )
+    return result

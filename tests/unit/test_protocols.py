@@ -1,0 +1,87 @@
+"""The evaluate stage's anomaly protocols on tiny synthetic splits, with PCA as a linear autoencoder."""
+
+import pytest
+import torch
+
+from aeflow.errors import ConfigError
+from aeflow.evaluation import anomaly as A
+from aeflow.evaluation.pca import PCA
+from aeflow.evaluation.protocols import MEAN, anomaly_evaluation, as_float
+
+
+class LinearAutoencoder(torch.nn.Module):
+    """PCA as encode/decode: a model whose scores are known to separate off-span images."""
+
+    def __init__(self, pca: PCA) -> None:
+        super().__init__()
+        self.pca = pca
+
+    def encode(self, x):
+        return self.pca.encode(x).float()
+
+    def decode(self, z):
+        return self.pca.decode(z).float().clamp(0, 1)
+
+
+def _images(labels, gen, side=12):
+    """A bright bar whose row encodes the label, on faint noise: uint8 (N, side, side)."""
+    images = torch.randint(0, 20, (len(labels), side, side), generator=gen, dtype=torch.uint8)
+    for i, c in enumerate(labels.tolist()):
+        images[i, c + 1, 2:10] = 255
+    return images
+
+
+def _splits(classes=None):
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for part, n in (("train", 300), ("val", 100), ("test", 200)):
+        labels = torch.arange(n) % 10
+        if classes is not None and part != "test":
+            labels = torch.tensor(classes).repeat(n // len(classes))
+        out[part] = (_images(labels, gen), labels)
+    return out
+
+
+def _run(splits, **kw):
+    pca = PCA(4).fit(as_float(splits["train"][0]).double())
+    return anomaly_evaluation(LinearAutoencoder(pca), pca, splits, quantile=0.9, **kw)
+
+
+def test_every_protocol_reports_every_score_and_the_validation_threshold():
+    splits = _splits()
+    ood = torch.full((50, 12, 12), 128, dtype=torch.uint8)
+    result = _run(splits, corruptions=["flip_ud", "invert"], ood_sets={"grey": ood})
+    m = result.metrics
+    assert set(m[A.SHIFT]) == {"flip_ud", "invert", MEAN}
+    assert set(m[A.OOD]) == {"grey"} and A.OTHER_CLASSES not in m
+    for sets in (m[A.SHIFT], m[A.OOD]):
+        for scores in sets.values():
+            assert set(scores) == set(A.SCORES)
+    # Inverted images are far off the training span: every reconstruction error separates them.
+    for score in (A.SQ_ERR, A.BCE, A.PCA_SCORE):
+        assert m[A.SHIFT]["invert"][score][A.AUROC] > 0.99, score
+    mean = m[A.SHIFT][MEAN][A.SQ_ERR][A.AUROC]
+    expected = (m[A.SHIFT]["flip_ud"][A.SQ_ERR][A.AUROC] + m[A.SHIFT]["invert"][A.SQ_ERR][A.AUROC]) / 2
+    assert mean == pytest.approx(expected)
+    # The thresholds are the 0.9 quantile of the validation scores: ~10% of clean test images flagged.
+    for score in A.SCORES:
+        assert 0.02 <= m[A.FLAGGED_TEST][score] <= 0.25, (score, m[A.FLAGGED_TEST][score])
+    assert set(result.details["roc"]) == {"shift/flip_ud", "shift/invert", "ood/grey"}
+
+
+def test_one_class_scores_the_other_classes_and_keeps_test_indices():
+    splits = _splits(classes=[3])
+    result = _run(splits, corruptions=["flip_lr"], classes=[3])
+    rest = result.metrics[A.OTHER_CLASSES]["rest"]
+    assert rest[A.SQ_ERR][A.AUROC] > 0.9 and rest[A.PCA_SCORE][A.AUROC] > 0.9
+    # Most/least anomalous normal images are named by their place in the whole test set: all 3s.
+    labels = splits["test"][1]
+    extremes = result.details["extremes"][A.SQ_ERR]
+    assert all(int(labels[i]) == 3 for i in extremes["most"] + extremes["least"])
+
+
+def test_unknown_score_or_corruption_is_a_config_error():
+    with pytest.raises(ConfigError, match="evaluate.score='pca': allowed: sq_err, bce, mahalanobis"):
+        _run(_splits(), score="pca")
+    with pytest.raises(ConfigError, match=r"evaluate.corruptions: unknown \['fog'\]"):
+        _run(_splits(), corruptions=["fog"])
