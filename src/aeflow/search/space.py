@@ -338,12 +338,10 @@ def load_spec(path: str | Path) -> SearchSpec:
     for name in ("pruner", "sampler"):
         if not isinstance(raw.get(name) or {}, dict):
             raise SearchSpaceError(f"{path}: `{name}` must be a mapping of settings, got {raw[name]!r}")
-    study = raw.get("study") or path.stem
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(study)):
-        raise SearchSpaceError(f"{path}: study={study!r}: use letters, digits, '_', '-', '.'")
+    study = check_study_name(str(raw.get("study") or path.stem), f"{path}: study")
     return SearchSpec(
         path=path,
-        study=str(study),
+        study=study,
         base=tuple(base),
         metric=metric,
         direction=direction,
@@ -355,9 +353,18 @@ def load_spec(path: str | Path) -> SearchSpec:
     )
 
 
+def check_study_name(name: str, where: str) -> str:
+    """A study name is part of file names (its journal, its preset): no folders, no spaces."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise SearchSpaceError(f"{where}={name!r}: use letters, digits, '_', '-', '.'")
+    return name
+
+
 def with_overrides(spec: SearchSpec, **changes: Any) -> SearchSpec:
     """The spec with command-line settings (study name, number of trials) replacing the file's."""
     changes = {k: v for k, v in changes.items() if v is not None}
+    if "study" in changes:
+        check_study_name(changes["study"], "--study")
     if "n_trials" in changes and changes["n_trials"] < 1:
         raise SearchSpaceError(f"--n-trials={changes['n_trials']}: must be a positive integer")
     return dataclasses.replace(spec, **changes)
