@@ -36,10 +36,6 @@ PLOTS: dict[str, Callable[[optuna.Study], Any]] = {
 }
 
 
-def preset_name(study: str) -> str:
-    return f"{study}_best"
-
-
 def open_parent_run(
     study: optuna.Study,
     spec: SearchSpec,
@@ -191,7 +187,7 @@ def write_preset(
     spec: SearchSpec, best: optuna.trial.FrozenTrial, counts: dict[str, int], conf_dir: str | Path = CONF_DIR
 ) -> Path:
     """Write `conf/experiment/<study>_best.yaml`; check it composes to exactly the best trial's config."""
-    name = preset_name(spec.study)
+    name = spec.preset_name
     header = (
         f"# The best trial ({best.number}) of the Optuna study {spec.study!r} ({spec.path.name}):\n"
         f"# {spec.metric} {best.value:.6g} after at most {spec.epochs} epochs; "

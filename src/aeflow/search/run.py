@@ -13,40 +13,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mlflow
 import optuna
-from optuna.trial import TrialState
 
 from aeflow.config.params import CONF_DIR
-from aeflow.errors import AeflowError, TrainingError
-from aeflow.search import results
-from aeflow.search.objective import RUN_ATTR, make_objective
-from aeflow.search.space import SearchSpaceError, SearchSpec, load_spec, with_overrides
-from aeflow.search.storage import (
-    SEARCH_ROOT,
-    STORAGE_ENV,
-    ClaimLock,
-    Worker,
-    describe,
-    fail_interrupted,
-    open_storage,
-)
-from aeflow.tracking import runs as tracking
+from aeflow.errors import AeflowError
+from aeflow.search.space import SearchSpec, load_spec, with_overrides
+from aeflow.search.storage import SEARCH_ROOT, STORAGE_ENV
 
-log = logging.getLogger(__name__)
-
-# Trials that count towards n_trials: failed ones are replaced.
-COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-FINGERPRINT_ATTR = "search_space"
-
-
-@dataclass
-class SearchResult:
-    study: optuna.Study
-    preset: Path | None  # None while other workers still run trials, or with no complete trial
+if TYPE_CHECKING:
+    from aeflow.search.worker import SearchResult
 
 
 def run_search(
@@ -56,83 +34,12 @@ def run_search(
     conf_dir: str | Path = CONF_DIR,
     seed: int | None = None,
 ) -> SearchResult:
-    """Run trials of `spec`'s study until it has `spec.n_trials` complete or pruned ones."""
+    """Check `spec`, then run trials of its study until it has `spec.n_trials` complete or pruned ones."""
     base = spec.check(conf_dir)  # before any storage, run or training
-    folder = root / spec.study
-    storage = open_storage(spec.study, storage_url, root)
-    shown = describe(storage, spec.study, storage_url, root)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=spec.study,
-        direction=spec.direction,
-        sampler=spec.make_sampler(seed),
-        pruner=spec.make_pruner(),
-        load_if_exists=True,
-    )
-    uri = tracking.store_uri(tracking.tracking_uri(base.mlflow.tracking_uri))
-    tracking.preflight(uri)
-    with tracking.store_lock(uri):
-        client = mlflow.MlflowClient(uri)
-    claim, worker = ClaimLock(folder), Worker(folder)
-    try:
-        with claim.held():
-            _check_same_space(study, spec, shown)
-            parent = results.open_parent_run(study, spec, client, uri, base.mlflow.experiment_name, shown)
-        log.info(
-            "Study %s (storage %s, parent MLflow run %s): worker %s", spec.study, shown, parent, worker.id
-        )
-        objective = make_objective(spec, folder, worker, parent, on_started=claim.release, conf_dir=conf_dir)
-        ran: list[optuna.trial.FrozenTrial] = []  # this worker's finished trials
-        while True:
-            claim.acquire()
-            try:
-                for trial in fail_interrupted(study, storage, folder):
-                    _mark_run_failed(client, trial)
-                if len(study.get_trials(deepcopy=False, states=COUNTED)) >= spec.n_trials:
-                    break
-                # Optuna creates the trial (ask) under the claim lock; the objective releases it.
-                study.optimize(
-                    objective,
-                    n_trials=1,
-                    catch=(TrainingError,),
-                    callbacks=[lambda _study, trial: ran.append(trial)],
-                )
-            finally:
-                claim.release()
-            failures = sum(t.state == TrialState.FAIL for t in ran)
-            if failures >= spec.n_trials:
-                raise TrainingError(
-                    f"{failures} trials of study {spec.study} failed (diverged or logged "
-                    "nothing); narrow the search space"
-                )
-        with claim.held():
-            if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                log.info(
-                    "Other workers are still running trials of %s; the last one writes the preset", spec.study
-                )
-                return SearchResult(study, None)
-            return SearchResult(study, results.summarize(study, spec, folder, client, parent, conf_dir))
-    finally:
-        claim.release()
-        worker.close()
+    # Imported once the file is known good: torch, Lightning and MLflow take seconds to import.
+    from aeflow.search.worker import work
 
-
-def _check_same_space(study: optuna.Study, spec: SearchSpec, storage: str) -> None:
-    recorded = study.user_attrs.get(FINGERPRINT_ATTR)
-    if recorded is None:
-        study.set_user_attr(FINGERPRINT_ATTR, spec.fingerprint())
-    elif recorded != spec.fingerprint():
-        raise SearchSpaceError(
-            f"study {spec.study!r} in {storage} was started with another search space, "
-            "objective, base or budget; resume it with the same file, or give this "
-            "search a new name (--study NAME)"
-        )
-
-
-def _mark_run_failed(client: mlflow.MlflowClient, trial: optuna.trial.FrozenTrial) -> None:
-    run_id = trial.user_attrs.get(RUN_ATTR)
-    if run_id:
-        tracking.retry_locked(client.set_terminated, run_id, "FAILED")
+    return work(spec, base, storage_url, root, conf_dir, seed)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -159,10 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {exc}")
     if result.preset is not None:
         best = result.study.best_trial
-        name = results.preset_name(spec.study)
         sys.stdout.write(
             f"best trial {best.number}: {spec.metric} {best.value:.6g}\n"
-            f"preset: {result.preset} (dvc exp run -S experiment={name})\n"
+            f"preset: {result.preset} (dvc exp run -S experiment={spec.preset_name})\n"
         )
 
 

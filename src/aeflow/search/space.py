@@ -169,6 +169,11 @@ class SearchSpec:
     pruner: Mapping[str, Any] = field(default_factory=lambda: {"type": "median"})
     sampler: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def preset_name(self) -> str:
+        """The experiment preset the best trial is written as: `conf/experiment/<study>_best.yaml`."""
+        return f"{self.study}_best"
+
     def overrides(self, params: Mapping[str, Any]) -> list[str]:
         """Hydra overrides of one trial: base, budget, then the sampled values."""
         sampled = [d.override(params[d.key]) for d in self.dimensions]
