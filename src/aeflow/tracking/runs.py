@@ -127,6 +127,9 @@ def preflight(uri: str, timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
     # urllib takes `user:pass@host` for a host name; any answer (even 401) will do, so drop the userinfo.
     parts = urllib.parse.urlsplit(uri)
     bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    if bare != uri:
+        # MLflow prints "View run ... at: <tracking URI>" to stdout as a run ends: credentials included.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     health = bare.rstrip("/") + "/health"
     started = time.monotonic()
     try:
