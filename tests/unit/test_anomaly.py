@@ -109,7 +109,7 @@ def test_detector_state_round_trips_through_json_and_scores_alike(tmp_path):
     state.save(tmp_path / "detector.json")
     loaded = A.DetectorState.load(tmp_path / "detector.json")
     assert loaded.score == A.MAHALANOBIS and loaded.quantile == 0.9 and loaded.validation_images == 200
-    val_scores = A.model_scores(encode, decode, loaded.gaussian(), val)
+    val_scores = A.model_scores(encode, decode, loaded.gaussian, val)
     for name in A.MODEL_SCORES:
         assert A.flagged_share(val_scores[name], loaded.thresholds[name]) == pytest.approx(0.1, abs=0.006)
     with pytest.raises(ValueError, match="score='pca'"):

@@ -5,8 +5,9 @@ import torch
 
 from aeflow.errors import ConfigError
 from aeflow.evaluation import anomaly as A
+from aeflow.evaluation.anomaly import as_float
 from aeflow.evaluation.pca import PCA
-from aeflow.evaluation.protocols import MEAN, anomaly_evaluation, as_float
+from aeflow.evaluation.protocols import MEAN, anomaly_evaluation
 
 
 class LinearAutoencoder(torch.nn.Module):

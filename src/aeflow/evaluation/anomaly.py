@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -39,6 +40,7 @@ AUROC, AUPRC, FPR95, FLAGGED = "auroc", "auprc", "fpr95", "flagged"
 SEPARATION_METRICS = (AUROC, AUPRC, FPR95)
 # Protocols: shifted copies of the test images, other data sets, the classes left out of training.
 SHIFT, OOD, OTHER_CLASSES = "shift", "ood", "other_classes"
+ANOMALY = "anomaly"  # the section of metrics/evaluate.json and of the details file
 # Keys of the `anomaly` section beside the protocols.
 THRESHOLD, QUANTILE, FLAGGED_TEST = "threshold", "quantile", "flagged_test"
 
@@ -52,6 +54,12 @@ METRIC_LABELS = {AUROC: "AUROC", AUPRC: "AUPRC", FPR95: "FPR at 95% TPR", FLAGGE
 
 
 # --- per-image scores ----------------------------------------------------------------------------
+
+
+def as_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W) or (N, 1, H, W) -> float32 (N, 1, H, W) in [0, 1], on the CPU."""
+    images = images.cpu()
+    return (images if images.dim() == 4 else images.unsqueeze(1)).float() / 255.0
 
 
 @dataclass
@@ -185,6 +193,7 @@ class DetectorState:
     shrinkage: float = 0.01
     description: dict[str, str] = field(default_factory=lambda: dict(SCORE_LABELS))
 
+    @cached_property
     def gaussian(self) -> CodeGaussian:
         return CodeGaussian(
             mean=torch.tensor(self.mean, dtype=torch.float64),
@@ -199,6 +208,19 @@ class DetectorState:
     @classmethod
     def load(cls, path: str | Path) -> DetectorState:
         return cls(**json.loads(Path(path).read_text()))
+
+    def scores(self, encode: Fn, decode: Fn, images: torch.Tensor, score: str | None = None) -> torch.Tensor:
+        """(N,) `score` (default: `self.score`) of float images (N, 1, H, W) in [0, 1]."""
+        score = score or self.score
+        if score not in MODEL_SCORES:
+            raise ValueError(f"score={score!r}: allowed: {', '.join(MODEL_SCORES)}")
+        return model_scores(encode, decode, self.gaussian, images)[score]
+
+    def is_anomaly(
+        self, encode: Fn, decode: Fn, images: torch.Tensor, score: str | None = None
+    ) -> torch.Tensor:
+        """(N,) bool: whether each image's `score` is above its validation threshold."""
+        return self.scores(encode, decode, images, score) > self.thresholds[score or self.score]
 
 
 def fit_detector(

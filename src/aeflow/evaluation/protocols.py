@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from aeflow.evaluation import anomaly as A
+from aeflow.evaluation.anomaly import as_float
 from aeflow.evaluation.corruptions import shifted_copies
 from aeflow.evaluation.pca import PCA
 
@@ -25,12 +26,6 @@ log = logging.getLogger(__name__)
 
 Split = tuple[torch.Tensor, torch.Tensor]  # images uint8 (N, H, W), labels int64 (N,)
 MEAN = "mean"  # the shift protocol's average over corruptions
-
-
-def as_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W) or (N, 1, H, W) -> float32 (N, 1, H, W) in [0, 1]."""
-    images = images if images.dim() == 4 else images.unsqueeze(1)
-    return images.float() / 255.0
 
 
 def check_settings(score: str, corruptions: Sequence[str] | None) -> None:
@@ -83,7 +78,7 @@ def anomaly_evaluation(
     detector = A.fit_detector(
         model.encode, model.decode, as_float(splits["train"][0]), as_float(splits["val"][0]), quantile, score
     )
-    gaussian = detector.gaussian()
+    gaussian = detector.gaussian
 
     def scores_of(images: torch.Tensor) -> dict[str, torch.Tensor]:
         x = as_float(images)
@@ -122,3 +117,26 @@ def anomaly_evaluation(
                 result.metrics[protocol][name][A.PCA_SCORE][A.AUROC],
             )
     return result
+
+
+def from_config(
+    cfg, model: torch.nn.Module, splits: Mapping[str, Split], pca: PCA, config
+) -> A.AnomalyResult:
+    """`anomaly_evaluation` as the evaluate stage runs it: `config` is its `EvaluateConfig`, the
+    classes come from `data.classes` and the outside sets from `paths.ood` (`evaluate.ood`)."""
+    from aeflow.data import ood
+    from aeflow.data.classes import check_classes
+
+    names = ood.check_names(config.ood, cfg.data.name)
+    return anomaly_evaluation(
+        model,
+        pca,
+        {k: (x.cpu(), y.cpu()) for k, (x, y) in splits.items()},
+        quantile=config.threshold_quantile,
+        score=config.score,
+        corruptions=config.corruptions,
+        ood_sets={name: ood.load(cfg.paths.ood, name) for name in names},
+        classes=check_classes(cfg.data.get("classes")),
+        seed=int(cfg.seed),
+        extreme_n=config.worst_n,
+    )
