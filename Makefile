@@ -53,6 +53,13 @@ SPACE ?= conf/search/tutorial.yaml
 search: $(STAMP)
 	$(BIN)/aeflow search $(SPACE) $(SEARCH_ARGS)
 
+## rebuild an MLflow run from its id and compare its test metrics (README "Reproducing a run");
+## e.g. make reproduce RUN=<run id> ARGS="--rtol 1e-4"
+.PHONY: reproduce
+reproduce: $(STAMP)
+	@test -n "$(RUN)" || { echo "usage: make reproduce RUN=<MLflow run id> [ARGS=...]"; exit 2; }
+	$(BIN)/aeflow reproduce $(RUN) $(ARGS)
+
 ## the MLflow UI over the project's store, on 127.0.0.1 only
 ui: $(STAMP)
 	$(BIN)/mlflow ui --host $(UI_HOST) --port $(UI_PORT) \

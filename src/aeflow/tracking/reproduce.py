@@ -215,6 +215,11 @@ def check_reproducible(client, run_id: str, root: Path, allow_dirty: bool) -> Re
             f"run {run_id} was stopped early by {tags['aeflow.stopped_by']}: it is not "
             "the result of its config, so there is nothing to reproduce"
         )
+    if run.info.status != "FINISHED":
+        raise ReproduceError(
+            f"run {run_id} has status {run.info.status}: only a finished run has all its test metrics "
+            "(a RUNNING run may still be logging; a FAILED one stopped before evaluate)"
+        )
     data_hash = tags.get("data_dvc_md5", "unknown")
     if data_hash == "unknown":
         raise ReproduceError(

@@ -1,0 +1,147 @@
+"""`aeflow reproduce RUN_ID` on a real pipeline run (a slice of real MNIST, one short epoch), and the
+lineage that run records: datasets, MLflow system tags, description, the run id in DVC's metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE, MLFLOW_SOURCE_NAME
+
+from aeflow.tracking.lineage import CONFIG_ARTIFACT
+from aeflow.tracking.reproduce import COMPARISON_ARTIFACT, EXIT_MISMATCH, EXIT_REFUSED
+from tests.helpers import FAST, clone_project, compose
+from tests.team.conftest import BIN, env_for, run
+
+# One worker runs the module: its tests share one pipeline run, and the last one tampers with it.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("reproduce")]
+
+TAMPERED = "test/sq_err_per_image"
+
+
+@dataclass
+class Original:
+    project: Path
+    run_id: str
+    client: mlflow.MlflowClient
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory, mnist_mirror) -> Original:
+    """One pipeline run in a clone whose params.yaml is composed after the commit (as `dvc exp run`
+    leaves it), tracked to the clone's own SQLite store."""
+    project = clone_project(tmp_path_factory.mktemp("reproduce"))
+    compose(project, f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", *FAST)
+    in_clone(project, "dvc", "repro")
+    run_id = json.loads((project / "models/run.json").read_text())["run_id"]
+    return Original(project, run_id, mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}"))
+
+
+def in_clone(project: Path, *cmd: str) -> subprocess.CompletedProcess:
+    """Run `cmd` on the clone's own code (the environment's editable install is this checkout's, which
+    other work may change while the tests run); fail with its output if it fails."""
+    proc = subprocess.run(
+        cmd, cwd=project, env=env_for(PYTHONPATH=str(project / "src")), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def reproduce(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "aeflow"), "reproduce", *args],
+        cwd=project,
+        env=env_for(PYTHONPATH=str(project / "src")),
+        capture_output=True,
+        text=True,
+    )
+
+
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """metric -> [original, reproduced, difference, match] from the printed table."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["metric"])
+    rows = {}
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            break
+        metric, *cells = line.split()
+        rows[metric] = cells
+    return rows
+
+
+def reproductions(client: mlflow.MlflowClient, run_id: str) -> list:
+    experiment = client.get_run(run_id).info.experiment_id
+    return client.search_runs([experiment], f"tags.`aeflow.reproduces` = '{run_id}'")
+
+
+def test_the_run_records_its_lineage(original):
+    client, run_id = original.client, original.run_id
+    run_ = client.get_run(run_id)
+    tags = run_.data.tags
+    head = run(original.project, "git", "rev-parse", "HEAD").stdout.strip()
+    # params.yaml, dvc.lock and the outputs differ from the commit: none of that is dirt.
+    assert tags["git_dirty"] == "false" and tags[MLFLOW_GIT_COMMIT] == tags["git_commit"] == head
+    assert tags[MLFLOW_SOURCE_NAME] == "aeflow.stages.train"
+    sq_err = json.loads((original.project / "metrics/evaluate.json").read_text())["test"]["sq_err_per_image"]
+    assert tags[MLFLOW_RUN_NOTE].endswith(f"{sq_err:.4f}") and "mnist" in tags[MLFLOW_RUN_NOTE]
+    inputs = {i.dataset.name: i.dataset for i in run_.inputs.dataset_inputs}
+    assert set(inputs) == {"mnist-train", "mnist-val", "mnist-test"}
+    assert {d.digest for d in inputs.values()} == {tags["data_dvc_md5"]}
+    sizes = {name: json.loads(d.profile)["num_images"] for name, d in inputs.items()}
+    assert sizes == {"mnist-train": 55000, "mnist-val": 5000, "mnist-test": 10000}
+    assert [a.path for a in client.list_artifacts(run_id, "config")] == [CONFIG_ARTIFACT]
+    assert json.loads((original.project / "metrics/train.json").read_text())["mlflow_run_id"] == run_id
+    assert run_id in run(original.project, "dvc", "exp", "show", "--json").stdout
+
+
+def test_a_run_is_reproduced_bit_for_bit_from_its_id(original):
+    proc = reproduce(original.project, original.run_id)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    print(proc.stdout)  # the table, shown with `pytest -rP`
+    rows = table_rows(proc.stdout)
+    assert TAMPERED in rows and "pca/sq_err_per_image" in rows and len(rows) > 20, proc.stdout
+    assert all(cells[2:] == ["0", "yes"] for cells in rows.values()), proc.stdout
+    (copy,) = reproductions(original.client, original.run_id)
+    assert copy.data.tags["aeflow.reproduced"] == "true"
+    assert copy.data.tags["git_commit"] == original.client.get_run(original.run_id).data.tags["git_commit"]
+    comparison = original.client.download_artifacts(copy.info.run_id, COMPARISON_ARTIFACT)
+    assert json.loads(Path(comparison).read_text())["reproduced"] is True
+    # The worktree it was built in is gone.
+    assert len(run(original.project, "git", "worktree", "list").stdout.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        ({"git_dirty": "true"}, ["git_dirty=true", "--allow-dirty"]),
+        ({"git_commit": "f" * 40}, ["f" * 40, "not in this repository"]),
+        ({"aeflow.stopped_by": "max_time"}, ["stopped early by max_time"]),
+        ({}, ["status RUNNING"]),  # the copy is a new run, still open
+    ],
+)
+def test_a_run_that_cannot_be_reproduced_is_refused(original, tags, expected):
+    client = original.client
+    source = client.get_run(original.run_id)
+    bad = client.create_run(source.info.experiment_id, tags={**source.data.tags, **tags}).info.run_id
+    proc = reproduce(original.project, bad)
+    assert proc.returncode == EXIT_REFUSED, proc.stdout + proc.stderr
+    assert all(text in proc.stderr for text in expected), proc.stderr[-3000:]
+    assert reproductions(client, bad) == []
+
+
+def test_a_tampered_metric_is_reported_as_a_mismatch(original):
+    client = original.client
+    value = client.get_run(original.run_id).data.metrics[TAMPERED]
+    client.log_metric(original.run_id, TAMPERED, value * 1.001)
+    proc = reproduce(original.project, original.run_id)
+    assert proc.returncode == EXIT_MISMATCH, proc.stdout[-3000:] + proc.stderr[-5000:]
+    rows = table_rows(proc.stdout)
+    assert rows[TAMPERED][3] == "NO" and rows[TAMPERED][2] != "0"
+    assert all(cells[3] == "yes" for metric, cells in rows.items() if metric != TAMPERED), proc.stdout
+    assert "NOT reproduced: 1 of" in proc.stdout
+    assert {r.data.tags["aeflow.reproduced"] for r in reproductions(client, original.run_id)} >= {"false"}
