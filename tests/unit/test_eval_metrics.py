@@ -95,3 +95,25 @@ def test_float16_roundtrip_and_code_bytes():
         "bytes_int8": 30,
         "ratio_int8": 26.133,
     }
+
+
+@pytest.mark.parametrize("shape", [(6, 1, 28, 28), (4, 2, 20, 13), (3, 1, 8, 8), (2, 1, 7, 7)])
+def test_ssim_and_psnr_match_torchmetrics_on_random_images(shape):
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    gen = torch.Generator().manual_seed(sum(shape))
+    target = torch.rand(*shape, generator=gen)
+    # Correlated with the target, as reconstructions are.
+    recon = (0.7 * target + 0.3 * torch.rand(*shape, generator=gen)).clamp(0, 1)
+    side = min(shape[-2:])
+    # Images smaller than the 11x11 window: torchmetrics with the uniform window the project uses there.
+    window = {} if side >= 11 else {"gaussian_kernel": False, "kernel_size": side - (1 - side % 2)}
+    expected = structural_similarity_index_measure(recon, target, data_range=1.0, reduction="none", **window)
+    got = M.ssim_per_image(recon, target)
+    assert got.shape == (shape[0],)
+    assert torch.allclose(got, expected.double(), atol=2e-6, rtol=0)
+    assert not torch.allclose(got, torch.ones_like(got), atol=1e-2)  # a real comparison, not 1 == 1
+    # torchmetrics converts the log base in float32: agreement to 1e-5 dB.
+    assert M.psnr(recon, target) == pytest.approx(
+        float(peak_signal_noise_ratio(recon, target, data_range=1.0)), abs=1e-5
+    )

@@ -2,11 +2,10 @@ import pytest
 import torch
 
 from aeflow.evaluation.metrics import (
-    BY_DIGIT,
     MSE,
     SQ_ERR,
-    ReconstructionMeter,
     bce_per_image,
+    reconstruction_metrics,
     sq_err_per_image,
 )
 from aeflow.evaluation.pca import PCA
@@ -19,16 +18,13 @@ def test_sq_err_per_image_hand_computed():
     assert sq_err_per_image(recon, target).tolist() == [0.5, 3.0]
 
 
-def test_meter_summary_mean_mse_and_per_digit():
-    meter = ReconstructionMeter()
+def test_summary_mean_mse_and_per_digit():
     target = torch.zeros(2, 1, 2, 2)
     recon = torch.tensor([[[[0.5, 0.0], [0.0, 0.5]]], [[[1.0, 1.0], [1.0, 0.0]]]])
-    meter.update(recon[:1], target[:1], torch.tensor([3]))
-    meter.update(recon[1:], target[1:], torch.tensor([7]))
-    summary = meter.summary()
+    summary, by_digit, _ = reconstruction_metrics(recon, target, torch.tensor([3, 7]))
     assert summary[SQ_ERR] == pytest.approx(1.75)
     assert summary[MSE] == pytest.approx(1.75 / 4)
-    assert summary[BY_DIGIT] == {"3": pytest.approx(0.5), "7": pytest.approx(3.0)}
+    assert {d: v[SQ_ERR] for d, v in by_digit.items()} == {"3": pytest.approx(0.5), "7": pytest.approx(3.0)}
 
 
 def test_bce_of_perfect_binary_reconstruction_is_near_zero():

@@ -14,7 +14,19 @@ def instantiate_datamodule(cfg: DictConfig, **kwargs: Any):
     return instantiate(node, data_dir=cfg.paths.data, seed=cfg.seed, _convert_="all", **kwargs)
 
 
+def instantiate_network(cfg: DictConfig):
+    """The plain `AutoencoderNet` of `cfg.model` (no Lightning): what evaluation and serving load."""
+    from hydra.utils import instantiate
+
+    from aeflow.models.components import AutoencoderNet
+
+    return AutoencoderNet(
+        instantiate(cfg.model.encoder, _convert_="all"), instantiate(cfg.model.decoder, _convert_="all")
+    )
+
+
 def instantiate_model(cfg: DictConfig):
+    """The LightningModule of `cfg.model` with its optimizer (and schedule): what training fits."""
     from hydra.utils import instantiate
 
     # `scheduler` is optional (configs written before it existed have none).

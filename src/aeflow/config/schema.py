@@ -38,6 +38,7 @@ class PathsConfig:
     figures: str = "plots/figures"
     eval_details: str = "metrics/evaluate_details.json"
     per_digit: str = "plots/per_digit.csv"
+    pca: str = "metrics/pca.npz"
     report_html: str = "reports/report.html"
     report_md: str = "reports/report.md"
     resume: str = ".resume"
@@ -383,5 +384,12 @@ def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
     for key in ("data", "model", "optimizer", "trainer"):
         if key in sections:
             _check_target_node(key, cfg[key])
+    # "model.networks" alone (the stages that only load weights) checks the encoder and
+    # decoder without importing the LightningModule, and so without importing Lightning.
+    if "model.networks" in sections and "model" not in sections:
+        _positive(cfg, "model.latent_dim")
+        for key in ("model.encoder", "model.decoder"):
+            _check_target_node(key, OmegaConf.select(cfg, key))
+        _check_model_choices(cfg)
     _check_schedule_and_callbacks(cfg, sections)
     _check_values(cfg, sections)

@@ -8,18 +8,15 @@ a GPU the tensors can live in device memory so batches never cross the bus.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
-from aeflow.data.classes import check_classes, keep_classes
-from aeflow.data.idx import read_idx, verify_file
-from aeflow.errors import ConfigError, DataError
-
-log = logging.getLogger(__name__)
+from aeflow.data.classes import check_classes
+from aeflow.data.splits import load_split, load_splits
+from aeflow.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (B, 1, H, W) float in [0, 1], labels (B,)
 
@@ -110,19 +107,9 @@ class IDXDataModule(pl.LightningDataModule):
         self.classes = check_classes(classes)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _load(self, key: str) -> torch.Tensor:
-        spec = self.files[key]
-        path = self.data_dir / spec["file"]
-        # Checksums first: training never starts on data that did not verify.
-        verify_file(path, spec["md5"])
-        return torch.from_numpy(read_idx(path).copy())
-
     def load_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Verified (images uint8 (N, H, W), labels int64 (N,)) of 'train' or 'test'."""
-        images, labels = self._load(f"{split}_images"), self._load(f"{split}_labels").long()
-        if len(images) != len(labels):
-            raise DataError(f"{split}: {len(images)} images but {len(labels)} labels")
-        return images, labels
+        return load_split(self.data_dir, self.files, split)
 
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
@@ -143,26 +130,15 @@ class IDXDataModule(pl.LightningDataModule):
         return device.type != "cpu" if self.on_device is None else bool(self.on_device)
 
     def _load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        images, labels = self.load_split("train")
-        n = len(images)
-        if not 0 < self.val_size < n:
-            raise ConfigError(f"data.val_size={self.val_size}: must be between 1 and {n - 1}")
-        if self.batch_size > n - self.val_size:
+        splits = load_splits(
+            self.data_dir, self.files, self.val_size, self.split_seed, self.name, self.classes
+        )
+        n_train = len(splits["train"][1])
+        if self.batch_size > n_train:
             raise ConfigError(
                 f"data.batch_size={self.batch_size} is larger than the training split "
-                f"({n - self.val_size} images); use at most {n - self.val_size}"
+                f"({n_train} images); use at most {n_train}"
             )
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
-        val_idx, train_idx = perm[: self.val_size].sort().values, perm[self.val_size :].sort().values
-        test_images, test_labels = self.load_split("test")
-        splits = {
-            "train": (images[train_idx], labels[train_idx]),
-            "val": (images[val_idx], labels[val_idx]),
-            "test": (test_images, test_labels),
-        }
-        for part in ("train", "val"):
-            splits[part] = keep_classes(splits[part], self.classes, part)
-        log.info("%s: %s", self.name, {k: len(v[1]) for k, v in splits.items()})
         return splits
 
     def _batches(self, split: str, shuffle: bool) -> TensorBatches:

@@ -11,19 +11,19 @@ compression, always beside PCA with the same code size (and raw pixels for the p
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from aeflow.config.schema import EvaluateConfig
+from aeflow.data.splits import load_splits
 from aeflow.evaluation import metrics as M
 from aeflow.evaluation.pca import PCA
 
 log = logging.getLogger(__name__)
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
 MODEL, PCA_KEY, PIXELS, COMPRESSION = "test", "pca", "pixels", "compression"
@@ -41,25 +41,7 @@ class EvaluationResult:
     metrics: dict
     details: dict
     per_digit_rows: list[dict]
-
-
-# --- kept for callers of the first version ---------------------------------------------------------
-
-
-@torch.no_grad()
-def score_model(model: torch.nn.Module, batches: Batches) -> dict:
-    meter = M.ReconstructionMeter()
-    for x, y in batches:
-        meter.update(model(x), x, y)
-    return meter.summary()
-
-
-@torch.no_grad()
-def score_pca(pca: PCA, batches: Batches) -> dict:
-    meter = M.ReconstructionMeter()
-    for x, y in batches:
-        meter.update(pca.decode(pca.encode(x)).view_as(x), x, y)
-    return meter.summary()
+    pca: PCA  # fitted on the training split, `pca_components(latent_dim)` components
 
 
 def fit_pca(train_images: torch.Tensor, n_components: int) -> PCA:
@@ -67,7 +49,10 @@ def fit_pca(train_images: torch.Tensor, n_components: int) -> PCA:
     return PCA(n_components).fit(train_images.double() / 255.0)
 
 
-# --- the full evaluation -----------------------------------------------------------------------------
+def pca_components(latent_dim: int) -> int:
+    """Components the evaluate stage fits: the code size, and at least 2 for the 2-D maps that
+    the visualize stage draws from the same fit."""
+    return max(latent_dim, 2)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -191,27 +176,32 @@ def evaluate_splits(
         test_p[M.KNN],
         pixels[M.KNN],
     )
-    return EvaluationResult(metrics=metrics, details=details, per_digit_rows=rows)
+    return EvaluationResult(metrics=metrics, details=details, per_digit_rows=rows, pca=pca)
 
 
-def evaluate(cfg: DictConfig, model: torch.nn.Module, datamodule) -> EvaluationResult:
-    """Test-set metrics of `model` and of PCA at the same code size (see the module docstring)."""
-    datamodule.setup("test")
-    train, test = datamodule.splits["train"], datamodule.splits["test"]
-    train, test = tuple(t.cpu() for t in train), tuple(t.cpu() for t in test)
-    pca = fit_pca(train[0], int(cfg.model.latent_dim))
-    return evaluate_splits(model, pca, train, test, settings(cfg, "evaluate", EvaluateConfig), int(cfg.seed))
+def evaluate(cfg: DictConfig, model: torch.nn.Module, datamodule=None) -> EvaluationResult:
+    """Test-set metrics of `model` and of PCA at the same code size (see the module docstring).
 
-
-def write_rows_csv(path, rows: list[dict]) -> None:
-    """Rows (dicts with the same keys) as a CSV file, atomically (a DVC plot)."""
-    import csv
-    import io as _io
-
-    from aeflow.io import write_text
-
-    buffer = _io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
+    The splits come from `datamodule` when given (one already set up is reused), else they
+    are read from `cfg.paths.data` as the DataModule would split them.
+    """
+    if datamodule is not None:
+        datamodule.setup("test")
+        splits = datamodule.splits
+    else:
+        data = cfg.data
+        splits = load_splits(
+            cfg.paths.data,
+            data.files,
+            int(data.val_size),
+            int(data.split_seed),
+            str(data.get("name", "")),
+            data.get("classes"),
+        )
+    train, test = (tuple(t.cpu() for t in splits[name]) for name in ("train", "test"))
+    latent_dim = int(cfg.model.latent_dim)
+    pca = fit_pca(train[0], pca_components(latent_dim))
+    config = settings(cfg, "evaluate", EvaluateConfig)
+    result = evaluate_splits(model, pca.first(latent_dim), train, test, config, int(cfg.seed))
+    result.pca = pca
+    return result

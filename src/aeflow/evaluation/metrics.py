@@ -56,36 +56,68 @@ def bce_per_image(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def psnr(recon: torch.Tensor, target: torch.Tensor) -> float:
-    """PSNR in dB over all pixels of all images (torchmetrics, data range 1): 10 log10(1 / MSE)."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio
+    """PSNR in dB over all pixels of all images, data range 1: 10 log10(1 / MSE)."""
+    mse = (recon.double() - target.double()).pow(2).mean()
+    return float(10.0 * torch.log10(1.0 / mse))
 
-    return float(peak_signal_noise_ratio(recon.double(), target.double(), data_range=1.0))
+
+# SSIM as Wang et al. (2004) define it and torchmetrics computes it: an 11x11 Gaussian window
+# (sigma 1.5) over the reflect-padded image, C1 = (0.01 L)^2, C2 = (0.03 L)^2 with data range L = 1,
+# the SSIM map averaged over every pixel of an image.
+SSIM_SIGMA, SSIM_WINDOW, SSIM_K1, SSIM_K2 = 1.5, 11, 0.01, 0.03
+
+
+def _window(size: int, sigma: float | None) -> torch.Tensor:
+    """(size,) 1-D window summing to 1: Gaussian with `sigma`, or uniform when sigma is None."""
+    if sigma is None:
+        return torch.full((size,), 1.0 / size, dtype=torch.float64)
+    dist = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    gauss = torch.exp(-((dist / sigma) ** 2) / 2)
+    return gauss / gauss.sum()
+
+
+def _blur_matrix(n: int, window: torch.Tensor) -> torch.Tensor:
+    """(n, n) matrix B with B @ x = the `window` slid over x reflect-padded to keep n samples.
+
+    A separable 2-D window on (H, W) images is then B_h @ X @ B_w.T: two small
+    matrix products instead of a convolution with the whole window.
+    """
+    pad = (len(window) - 1) // 2
+    source = torch.arange(-pad, n + pad).abs()  # reflection without repeating the edge
+    source = torch.where(source > n - 1, 2 * (n - 1) - source, source)
+    blur = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        blur[i].index_add_(0, source[i : i + len(window)], window)
+    return blur
 
 
 def ssim_per_image(recon: torch.Tensor, target: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
-    """(N,) SSIM of each image (torchmetrics: 11x11 Gaussian window, sigma 1.5, data range 1).
+    """(N,) SSIM of each image: 11x11 Gaussian window, sigma 1.5, data range 1 (torchmetrics' values).
 
-    Images are (N, H, W) or (N, C, H, W); computed in chunks to bound memory. Images smaller
-    than 11 pixels a side use a uniform window as large as fits (tiny test tensors).
+    Images are (N, H, W) or (N, C, H, W); computed in float32 (as torchmetrics does on float32
+    images), in chunks to bound memory. Images smaller than 11 pixels a side use a uniform
+    window as large as fits (tiny test tensors).
     """
-    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
-
     if recon.dim() == 3:
         recon, target = recon.unsqueeze(1), target.unsqueeze(1)
-    side = min(recon.shape[-2:])
-    # Images smaller than the 11x11 Gaussian window: a uniform window as large as fits.
-    window = {} if side >= 11 else {"gaussian_kernel": False, "kernel_size": side - (1 - side % 2)}
-    out = [
-        ssim(
-            recon[i : i + chunk].float(),
-            target[i : i + chunk].float(),
-            data_range=1.0,
-            reduction="none",
-            **window,
+    height, width = recon.shape[-2:]
+    side = min(height, width)
+    size, sigma = (SSIM_WINDOW, SSIM_SIGMA) if side >= SSIM_WINDOW else (side - (1 - side % 2), None)
+    window = _window(size, sigma)
+    rows, cols = _blur_matrix(height, window).float(), _blur_matrix(width, window).float().T
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    out = []
+    for i in range(0, len(recon), chunk):
+        x, y = recon[i : i + chunk].float(), target[i : i + chunk].float()  # (n, C, H, W)
+        mu_x, mu_y, xx, yy, xy = (rows @ m @ cols for m in (x, y, x * x, y * y, x * y))
+        var_x = (xx - mu_x * mu_x).clamp_min(0.0)
+        var_y = (yy - mu_y * mu_y).clamp_min(0.0)
+        cov = xy - mu_x * mu_y
+        ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+            (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
         )
-        for i in range(0, len(recon), chunk)
-    ]
-    return torch.cat(out).double()
+        out.append(ssim_map.flatten(1).double().mean(1))
+    return torch.cat(out)
 
 
 def reconstruction_metrics(
@@ -112,36 +144,6 @@ def reconstruction_metrics(
         str(int(c)): {**summarise(labels == c), "count": int((labels == c).sum())} for c in labels.unique()
     }
     return summarise(slice(None)), by_label, sq
-
-
-class ReconstructionMeter:
-    """Accumulates per-image errors over batches; `summary()` gives the metrics dict."""
-
-    def __init__(self) -> None:
-        self.sq_err: list[torch.Tensor] = []
-        self.bce: list[torch.Tensor] = []
-        self.labels: list[torch.Tensor] = []
-        self.pixels = 0
-
-    def update(self, recon: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> None:
-        recon, target = recon.detach().double().cpu(), target.detach().double().cpu()
-        self.pixels = target[0].numel()
-        self.sq_err.append(sq_err_per_image(recon, target))
-        self.bce.append(bce_per_image(recon, target))
-        self.labels.append(labels.cpu())
-
-    def per_image(self) -> torch.Tensor:
-        return torch.cat(self.sq_err)
-
-    def summary(self) -> dict:
-        sq, bce, labels = self.per_image(), torch.cat(self.bce), torch.cat(self.labels)
-        by_digit = {str(int(c)): float(sq[labels == c].mean()) for c in labels.unique()}
-        return {
-            SQ_ERR: float(sq.mean()),
-            MSE: float(sq.mean() / self.pixels),
-            BCE: float(bce.mean()),
-            BY_DIGIT: by_digit,
-        }
 
 
 # --- feature quality: probes on codes -------------------------------------------------------------

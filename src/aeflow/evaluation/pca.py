@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import torch
+
+from aeflow.io import atomic_path
 
 
 class PCA:
@@ -36,6 +41,26 @@ class PCA:
         out = PCA(n)
         out.mean, out.components = self.mean, self.components[:, :n]
         out.explained_variance = self.explained_variance[:n]
+        return out
+
+    def save(self, path: str | os.PathLike) -> None:
+        """The fit as an .npz file (float64 arrays), written atomically."""
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                mean=self.mean.numpy(),
+                components=self.components.numpy(),
+                explained_variance=self.explained_variance.numpy(),
+            )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PCA:
+        """The fit `save` wrote."""
+        with np.load(path, allow_pickle=False) as data:
+            out = cls(int(data["components"].shape[1]))
+            out.mean, out.components, out.explained_variance = (
+                torch.from_numpy(data[key]) for key in ("mean", "components", "explained_variance")
+            )
         return out
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The LightningModule: an encoder, a decoder, a reconstruction loss and an optimizer."""
+"""The LightningModule that trains an `AutoencoderNet`: a reconstruction loss and an optimizer."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aeflow.errors import TrainingError
 from aeflow.models.choices import NOISES
+from aeflow.models.components import AutoencoderNet
+from aeflow.training.callbacks import FiniteLossCheck
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -32,10 +33,15 @@ def reconstruction_loss(name: str, logits: torch.Tensor, target: torch.Tensor) -
 
 
 class Autoencoder(pl.LightningModule):
-    """Trains `decoder(encoder(x))` to rebuild `x`.
+    """Trains an `AutoencoderNet` (`self.net`) to rebuild its input.
 
-    `forward` returns reconstructions in [0, 1]; `encode` returns codes.
+    `forward` returns reconstructions in [0, 1]; `encode` returns codes. The
+    plain network is what evaluation and serving load (`aeflow.models.weights`).
     """
+
+    # Steps between checks that the loss is finite (FiniteLossCheck); None: every step on
+    # the CPU, every 100 on an accelerator, where each check waits for the device.
+    finite_check_every_n_steps: int | None = None
 
     def __init__(
         self,
@@ -50,7 +56,7 @@ class Autoencoder(pl.LightningModule):
         super().__init__()
         # The networks, optimizer and schedule factories are rebuilt from config, not pickled.
         self.save_hyperparameters(ignore=["encoder", "decoder", "optimizer", "scheduler"])
-        self.encoder, self.decoder = encoder, decoder
+        self.net = AutoencoderNet(encoder, decoder)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         if scheduler_interval not in SCHEDULER_INTERVALS:
@@ -60,15 +66,26 @@ class Autoencoder(pl.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.loss_name = loss
         reconstruction_loss(loss, torch.zeros(1), torch.zeros(1))  # fail fast on a bad name
+        # train/loss of the running epoch: the batch-size-weighted sum, kept on the loss's device.
+        self._train_loss_sum: torch.Tensor | None = None
+        self._train_loss_count = 0
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.net.encoder
+
+    @property
+    def decoder(self) -> nn.Module:
+        return self.net.decoder
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)  # (B, latent_dim)
+        return self.net.encode(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.decoder(z))  # (B, 1, H, W) in [0, 1]
+        return self.net.decode(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+        return self.net(x)
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
         """The network's training input for clean images `x`: `x` itself here (see DenoisingAutoencoder)."""
@@ -78,15 +95,14 @@ class Autoencoder(pl.LightningModule):
         x, _ = batch
         # Only training sees corrupted inputs; validation and test score clean reconstructions.
         inputs = self.corrupt(x) if stage == "train" else x
-        loss = reconstruction_loss(self.loss_name, self.decoder(self.encoder(inputs)), x)
-        self._check_finite(loss, stage)
+        loss = reconstruction_loss(self.loss_name, self.net.logits(inputs), x)
         if stage == "train":
-            self._log_train_loss(loss, len(x))
+            self._add_train_loss(loss, len(x))
         else:
             self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss
 
-    def _log_train_loss(self, loss: torch.Tensor, batch_size: int) -> None:
+    def _add_train_loss(self, loss: torch.Tensor, batch_size: int) -> None:
         """Log train/loss: the epoch's batch-size-weighted mean, as `self.log(on_epoch=True)` gives.
 
         The sum is kept on the loss's device and handed to `self.log` once, at
@@ -96,14 +112,14 @@ class Autoencoder(pl.LightningModule):
         so callbacks' on_train_epoch_end (the loss curve) see this epoch's value.
         """
         weighted = loss.detach().float() * batch_size
-        total = self.__dict__.get("_train_loss_sum")
-        self._train_loss_sum = weighted if total is None else total + weighted
-        self._train_loss_count = self.__dict__.get("_train_loss_count", 0) + batch_size
+        total = self._train_loss_sum
+        self._train_loss_sum = weighted if total is None else total.add_(weighted)
+        self._train_loss_count += batch_size
         if self._trainer is not None and self.trainer.is_last_batch:
-            self._log_epoch_train_loss()
+            self._log_train_loss()
 
-    def _log_epoch_train_loss(self) -> None:
-        total, count = self.__dict__.get("_train_loss_sum"), self.__dict__.get("_train_loss_count", 0)
+    def _log_train_loss(self) -> None:
+        total, count = self._train_loss_sum, self._train_loss_count
         self._train_loss_sum, self._train_loss_count = None, 0
         if total is not None and count:
             self.log(
@@ -113,49 +129,13 @@ class Autoencoder(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._train_loss_sum, self._train_loss_count = None, 0
 
-    # A non-finite loss stops training with an error naming its epoch and step.
-    # On the CPU every step is checked at once (free: no device to wait for). On
-    # an accelerator a per-step check would make the host wait for the device
-    # every step, so losses are kept on the device and checked together every
-    # `finite_check_every_n_steps` steps and at each epoch's end: training stops
-    # at most that many steps late, still naming the first bad step.
-    finite_check_every_n_steps: int | None = None  # None: 1 on the CPU, 100 elsewhere
-
-    def _check_finite(self, loss: torch.Tensor, stage: str) -> None:
-        every = self.finite_check_every_n_steps
-        if every is None:
-            every = 1 if loss.device.type == "cpu" else 100
-        pending = self.__dict__.setdefault("_pending_losses", [])
-        pending.append((loss.detach(), stage, self.current_epoch, self.global_step))
-        if len(pending) >= every:
-            self._flush_finite_checks()
-
-    def _flush_finite_checks(self) -> None:
-        pending = self.__dict__.get("_pending_losses")
-        if not pending:
-            return
-        self._pending_losses = []
-        losses = torch.stack([p[0] for p in pending])
-        finite = torch.isfinite(losses)
-        if bool(finite.all()):  # one host-device sync for the whole window
-            return
-        first = int((~finite).nonzero()[0, 0])
-        _, stage, epoch, step = pending[first]
-        raise TrainingError(
-            f"{stage} loss became {losses[first].item()} at epoch {epoch}, "
-            f"step {step}: training diverged. Lower optimizer.lr "
-            "or enable gradient clipping (trainer.gradient_clip_val)."
-        )
-
     def on_train_epoch_end(self) -> None:
-        self._flush_finite_checks()
-        self._log_epoch_train_loss()  # only if the last batch was not recognised as such
+        self._log_train_loss()  # only if the last batch was not recognised as such
 
-    def on_validation_epoch_end(self) -> None:
-        self._flush_finite_checks()  # before ModelCheckpoint saves (on_validation_end)
-
-    def on_test_epoch_end(self) -> None:
-        self._flush_finite_checks()
+    def configure_callbacks(self) -> list[pl.Callback]:
+        # Part of the model, not of one trainer's set-up: every Trainer that fits it stops on a
+        # non-finite loss.
+        return [FiniteLossCheck(self.finite_check_every_n_steps)]
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._common_step(batch, "train")

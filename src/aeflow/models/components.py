@@ -1,8 +1,10 @@
 """Encoder and decoder networks: plain nn.Modules, built from config by Hydra.
 
 Every encoder maps (B, C, H, W) images to (B, latent_dim) codes and every
-decoder maps codes back to (B, C, H, W) *logits*; the LightningModule applies
-the output sigmoid. `latent_dim` is the one code-size parameter of every pair.
+decoder maps codes back to (B, C, H, W) *logits*; `AutoencoderNet` joins a pair
+and applies the output sigmoid. `latent_dim` is the one code-size parameter of
+every pair. Nothing here needs Lightning: evaluation and serving load weights
+into `AutoencoderNet`; training wraps it in `aeflow.models.autoencoder.Autoencoder`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 from aeflow.models.choices import ACTIVATIONS, NORMS
+from aeflow.models.shapes import square_side
 
 _ACTIVATION_CLASSES: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -96,8 +99,11 @@ class MLPDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.net = mlp([latent_dim, *hidden, out_features], activation, "identity", norm)
-        side = int(round(out_features**0.5))
-        self.out_shape = (1, side, side) if side * side == out_features else (out_features,)
+        try:
+            side = square_side(out_features)
+            self.out_shape: tuple[int, ...] = (1, side, side)
+        except ValueError:  # not an image: plain vectors
+            self.out_shape = (out_features,)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).view(-1, *self.out_shape)  # (B, 1, H, W) logits
@@ -185,3 +191,27 @@ class ConvDecoder(nn.Module):
         channels, side = self.start
         out = self.net(self.fc(z).view(-1, channels, side, side))
         return out[..., : self.image_size, : self.image_size]  # (B, C, H, W) logits
+
+
+class AutoencoderNet(nn.Module):
+    """`decoder(encoder(x))`: `forward` returns reconstructions in [0, 1], `encode` codes.
+
+    The decoder returns logits; the sigmoid is applied here (and, in training,
+    inside the loss for BCE), never twice.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)  # (B, latent_dim)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.decoder(z))  # (B, 1, H, W) in [0, 1]
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))  # (B, 1, H, W)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))

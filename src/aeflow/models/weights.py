@@ -1,6 +1,7 @@
 """Where checkpoints live and how a model is rebuilt from one: weights only, never pickled objects.
 
-Plain torch: the stages that only load a model (evaluate, visualize, the served model) need no Lightning.
+Plain torch: the stages that only load a model (evaluate, visualize, the served model) build the
+`AutoencoderNet` and need no Lightning.
 """
 
 from __future__ import annotations
@@ -10,20 +11,31 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from aeflow.config.instantiate import instantiate_model
+from aeflow.config.instantiate import instantiate_network
+from aeflow.models.components import AutoencoderNet
 
 BEST, LAST = "best", "last"  # ModelCheckpoint file names (best by val/loss, and the latest)
+NET_PREFIX = "net."  # the Autoencoder's attribute holding the AutoencoderNet
 
 
 def checkpoint_path(cfg: DictConfig, which: str) -> Path:
     return Path(cfg.paths.checkpoints) / f"{which}.ckpt"
 
 
-def load_weights(cfg: DictConfig, checkpoint: str | Path) -> torch.nn.Module:
-    """The model `cfg` describes, with the weights of a Lightning checkpoint, in eval mode."""
-    model = instantiate_model(cfg)
+def network_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A LightningModule checkpoint's state dict with the `AutoencoderNet`'s keys.
+
+    The Autoencoder holds the network as `net` (keys `net.encoder...`); keys without
+    that prefix (`encoder...`, a module holding the networks directly) are kept as they are.
+    """
+    return {key.removeprefix(NET_PREFIX): value for key, value in state.items()}
+
+
+def load_weights(cfg: DictConfig, checkpoint: str | Path) -> AutoencoderNet:
+    """The network `cfg` describes, with the weights of a Lightning checkpoint, in eval mode."""
+    model = instantiate_network(cfg)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    model.load_state_dict(state)
+    model.load_state_dict(network_state(state))
     return model.eval()
 
 

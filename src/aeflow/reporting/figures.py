@@ -1,9 +1,11 @@
 """The pictures people look for: reconstructions, the worst ones, 2-D code maps, walks
-through code space, per-digit errors and loss curves."""
+through code space, per-digit errors and loss curves; `draw_all` draws the report's set,
+each with its caption."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -12,8 +14,12 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from aeflow.config.schema import VisualizeConfig  # noqa: E402
+from aeflow.evaluation.evaluate import NAMES  # noqa: E402
+from aeflow.evaluation.metrics import LABELS, SQ_ERR  # noqa: E402
 from aeflow.evaluation.pca import PCA  # noqa: E402
 from aeflow.io import atomic_path  # noqa: E402
+from aeflow.reporting.report import Figure  # noqa: E402
 
 RECONSTRUCTIONS = "reconstructions.png"
 CODES_2D = "codes_2d.png"
@@ -199,3 +205,52 @@ def loss_curve(rows: list[dict[str, float]], path: Path) -> Path:
     ax.legend()
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def draw_all(
+    model: torch.nn.Module,
+    pca: PCA,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    details: Mapping,
+    loss_rows: list[dict[str, float]],
+    latent_dim: int,
+    knobs: VisualizeConfig,
+    out: Path,
+) -> list[Figure]:
+    """Every figure of the report, in report order, drawn into folder `out`.
+
+    `images`: the test set (N, 1, H, W) in [0, 1] with its `labels`; `pca`: the evaluate
+    stage's fit (at least 2 components); `details`: evaluate's details (worst images,
+    per-digit tables); `loss_rows`: the loss curve's rows.
+    """
+    pick = one_per_class(labels, per_class=2)
+    n_map = knobs.map_points
+    pairs = interpolation_pairs(labels, knobs.interpolation_pairs)
+    return [
+        Figure(
+            reconstructions(images[pick], model, pca.first(latent_dim), out / RECONSTRUCTIONS),
+            "Test images (top), their autoencoder reconstructions and PCA reconstructions with the "
+            "same code size.",
+        ),
+        Figure(
+            worst_reconstructed(images, model, details["worst"], out / WORST),
+            "The worst-reconstructed test images: original above reconstruction; title: test index, "
+            "digit and squared error.",
+        ),
+        Figure(
+            code_maps(images[:n_map], labels[:n_map], model, pca.first(2), out / CODES_2D),
+            f"Codes of {min(n_map, len(images))} test images coloured by digit: the autoencoder "
+            "(projection in the panel title) beside PCA of the pixels.",
+        ),
+        Figure(
+            interpolation(images, labels, model, pairs, knobs.interpolation_steps, out / INTERPOLATION),
+            "A walk through code space: decoded images along the straight line between the codes of "
+            "two test images of different digits (fraction of the way on top).",
+        ),
+        Figure(
+            per_digit_bars(details["by_digit"], SQ_ERR, out / PER_DIGIT, NAMES, LABELS[SQ_ERR][0]),
+            "Squared error per test image, by digit: autoencoder beside PCA.",
+        ),
+        Figure(loss_curve(loss_rows, out / LOSS), "Learning curves: training and validation loss per epoch."),
+    ]

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from aeflow.errors import AeflowError
+from aeflow.models.shapes import unflatten_square
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,10 @@ def read_images(source: str | Path) -> tuple[np.ndarray, list[str]]:
     if source.suffix == ".npy" and source.is_file():
         array = np.load(source, allow_pickle=False)
         if array.ndim == 2:
-            side = int(round(array.shape[1] ** 0.5))
-            if side * side != array.shape[1]:
-                raise InputError(f"{source}: {array.shape[1]} columns are not a square image")
-            array = array.reshape(len(array), side, side)
+            try:
+                array = unflatten_square(array)
+            except ValueError as exc:
+                raise InputError(f"{source}: {exc}") from None
         if array.ndim != 3:
             raise InputError(f"{source}: expected (N, H, W) or (N, H*W), got shape {array.shape}")
         if np.issubdtype(array.dtype, np.integer):

@@ -1,14 +1,14 @@
-"""The MLflow model: an autoencoder served as a pyfunc that encodes or reconstructs.
+"""The MLflow model: an autoencoder served as a pyfunc that encodes, reconstructs, or scores
+images as anomalies.
 
-Weights travel as a state dict loaded with `torch.load(weights_only=True)` and
-the network is rebuilt from the saved config, so loading a model never
-unpickles a network object.
+Weights travel as a state dict loaded with `torch.load(weights_only=True)`, the network
+is rebuilt from the saved config, the anomaly detector is JSON, and the model itself is
+logged from code (model_code.py), so loading a model never unpickles anything.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import math
 from pathlib import Path
 from typing import Any
 
@@ -17,39 +17,50 @@ import numpy as np
 import torch
 from mlflow.models import infer_signature
 
-OUTPUTS = ("reconstruction", "code")
-REQUIREMENTS = ("torch", "pytorch-lightning", "hydra-core", "omegaconf", "mlflow", "numpy")
+from aeflow.models.shapes import unflatten_square
+
+OUTPUTS = ("reconstruction", "code", "score", "is_anomaly")
+DETECTOR = "detector"  # artifact: aeflow.evaluation.anomaly.DetectorState as JSON
+MODEL_CODE = Path(__file__).with_name("model_code.py")
+REQUIREMENTS = ("torch", "hydra-core", "omegaconf", "mlflow", "numpy")  # loading needs no Lightning
 
 
 class AutoencoderPyfunc(mlflow.pyfunc.PythonModel):
-    """Input: float32 images (N, 784) in [0, 1]. Param `output`: 'reconstruction' (N, 784) or 'code'.
+    """Input: float32 images (N, 784) in [0, 1]. Param `output`: 'reconstruction' (N, 784),
+    'code' (N, latent_dim), 'score' (N,) anomaly scores or 'is_anomaly' (N,) booleans (score above
+    the threshold chosen on the validation split); param `score`: which anomaly score
+    (sq_err, bce, mahalanobis; default: the one the model was logged with).
 
     Served by `mlflow models serve`: POST /invocations
-    {"inputs": [[...784 floats...]], "params": {"output": "code"}}.
+    {"inputs": [[...784 floats...]], "params": {"output": "is_anomaly"}}.
     """
 
     def load_context(self, context: Any) -> None:
         from omegaconf import OmegaConf
 
-        from aeflow.config.instantiate import instantiate_model
+        from aeflow.config.instantiate import instantiate_network
 
         cfg = OmegaConf.load(context.artifacts["config"])
-        self.model = instantiate_model(cfg)
+        self.model = instantiate_network(cfg)
         self.model.load_state_dict(torch.load(context.artifacts["weights"], weights_only=True))
         self.model.eval()
+        self.detector = None
+        if DETECTOR in context.artifacts:
+            from aeflow.evaluation.anomaly import DetectorState
+
+            self.detector = DetectorState.load(context.artifacts[DETECTOR])
 
     def predict(self, context, model_input, params=None):  # no hints: MLflow validates by them
-        return predict(self.model, model_input, (params or {}).get("output", "reconstruction"))
+        params = params or {}
+        output = params.get("output", "reconstruction")
+        return predict(self.model, model_input, output, self.detector, params.get("score"))
 
 
 def as_images(model_input: Any) -> torch.Tensor:
     """(N, H*W) or (N, H, W) or (N, 1, H, W) values in [0, 1] -> float32 (N, 1, H, W), as in training."""
     x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
     if x.ndim == 2:
-        side = math.isqrt(x.shape[1])
-        if side * side != x.shape[1]:
-            raise ValueError(f"expected square images flattened to H*W columns, got {x.shape[1]} columns")
-        x = x.reshape(len(x), side, side)
+        x = unflatten_square(x)
     if x.ndim == 3:
         x = x.unsqueeze(1)
     if x.ndim != 4 or x.shape[1] != 1:
@@ -57,12 +68,27 @@ def as_images(model_input: Any) -> torch.Tensor:
     return x
 
 
-def predict(model: torch.nn.Module, model_input: Any, output: str = "reconstruction") -> np.ndarray:
-    """Codes (N, latent_dim) or flattened reconstructions (N, H*W) in [0, 1] for images in [0, 1]."""
+def predict(
+    model: torch.nn.Module,
+    model_input: Any,
+    output: str = "reconstruction",
+    detector: Any = None,
+    score: str | None = None,
+) -> np.ndarray:
+    """Codes (N, latent_dim), flattened reconstructions (N, H*W) in [0, 1], anomaly scores (N,)
+    or anomaly flags (N,) for images in [0, 1]; `detector`: a DetectorState, for the last two."""
     if output not in OUTPUTS:
         raise ValueError(f"params.output={output!r}: allowed: {', '.join(OUTPUTS)}")
     x = as_images(model_input)
     with torch.no_grad():
+        if output in ("score", "is_anomaly"):
+            if detector is None:
+                raise ValueError(
+                    f"params.output={output}: this model was logged without an anomaly detector; "
+                    "train it again (the train stage logs one with every model)"
+                )
+            answer = detector.scores if output == "score" else detector.is_anomaly
+            return answer(model.encode, model.decode, x, score).numpy()
         if output == "code":
             return model.encode(x).reshape(len(x), -1).numpy()
         return model(x).reshape(len(x), -1).numpy()
@@ -74,20 +100,52 @@ def pinned_requirements() -> list[str]:
 
 
 def log_model(
-    module: torch.nn.Module, config_path: str | Path, weights_path: str | Path, example: np.ndarray
+    module: torch.nn.Module,
+    config_path: str | Path,
+    weights_path: str | Path,
+    example: np.ndarray,
+    detector_path: str | Path | None = None,
 ) -> Any:
-    """Log `module` (already saved as `weights_path`) to the active run as an MLflow model."""
+    """Log `module` (already saved as `weights_path`) to the active run as an MLflow model, from
+    code (no pickle); `detector_path`: its anomaly detector (JSON), for output=score/is_anomaly."""
     import aeflow
 
     module.eval()
     recon = predict(module, example)
-    signature = infer_signature(example, recon, params={"output": "reconstruction"})
+    params = {"output": "reconstruction"}
+    artifacts = {"weights": str(weights_path), "config": str(config_path)}
+    if detector_path is not None:
+        from aeflow.evaluation.anomaly import DetectorState
+
+        params["score"] = DetectorState.load(detector_path).score
+        artifacts[DETECTOR] = str(detector_path)
+    signature = infer_signature(example, recon, params=params)
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=AutoencoderPyfunc(),
-        artifacts={"weights": str(weights_path), "config": str(config_path)},
+        python_model=str(MODEL_CODE),
+        artifacts=artifacts,
         code_paths=[str(Path(aeflow.__file__).parent)],
         signature=signature,
         input_example=example,
         pip_requirements=pinned_requirements(),
+    )
+
+
+def fit_detector(cfg: Any, model: torch.nn.Module, splits: Any) -> Any:
+    """The served model's anomaly detector: the code Gaussian of the training split and each
+    score's `evaluate.threshold_quantile` of the validation split (the evaluate stage fits the
+    same, so the shares it reports flagged are the served model's)."""
+    from aeflow.config.schema import EvaluateConfig
+    from aeflow.evaluation.anomaly import as_float, fit_detector
+
+    knobs = cfg.get("evaluate") or {}
+    defaults = EvaluateConfig()
+    model.eval()
+    return fit_detector(
+        model.encode,
+        model.decode,
+        as_float(splits["train"][0]),
+        as_float(splits["val"][0]),
+        knobs.get("threshold_quantile", defaults.threshold_quantile),
+        knobs.get("score", defaults.score),
     )

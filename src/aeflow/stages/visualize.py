@@ -1,7 +1,15 @@
 """DVC stage `visualize`: figures to `paths.figures` and the report to `paths.report_html`
-(self-contained) and `paths.report_md`, all logged to the MLflow run."""
+(self-contained) and `paths.report_md`, all logged to the MLflow run.
+
+Draws from the evaluate stage's outputs (its PCA fit, metrics and details) and the test
+split; loads the plain network, not the LightningModule: nothing here imports Lightning.
+"""
 
 from aeflow.stages.common import run_stage
+
+# The config sections this stage validates; the report also prints data.batch_size,
+# optimizer, trainer.max_epochs and seed, which the train stage validated.
+SECTIONS = ("seed", "paths", "mlflow", "data.source", "model.networks", "visualize")
 
 
 def main() -> None:
@@ -9,88 +17,56 @@ def main() -> None:
     import logging
     from pathlib import Path
 
-    import mlflow
-
-    from aeflow.config.instantiate import instantiate_datamodule
     from aeflow.config.params import load_params
     from aeflow.config.schema import VisualizeConfig
-    from aeflow.evaluation.evaluate import NAMES, fit_pca, settings, to_float
-    from aeflow.evaluation.metrics import LABELS, SQ_ERR
+    from aeflow.data.splits import load_split
+    from aeflow.evaluation.evaluate import settings, to_float
+    from aeflow.evaluation.pca import PCA
     from aeflow.io import write_text
     from aeflow.models.weights import BEST, checkpoint_path, load_weights
     from aeflow.reporting import figures, report
-    from aeflow.tracking import runs as tracking
+    from aeflow.tracking.runs import read_run_info
 
-    cfg = load_params()
-    knobs = settings(cfg, "visualize", VisualizeConfig)
-    model = load_weights(cfg, checkpoint_path(cfg, BEST))
-    dm = instantiate_datamodule(cfg)
-    dm.setup("test")
-    out = Path(cfg.paths.figures)
-    test_images, test_labels = (t.cpu() for t in dm.splits["test"])
-    x = to_float(test_images)  # (N, 1, H, W)
-    pca = fit_pca(dm.splits["train"][0].cpu(), max(int(cfg.model.latent_dim), 2))
-    metrics = json.loads(Path(cfg.paths.eval_metrics).read_text())
-    details = json.loads(Path(cfg.paths.eval_details).read_text())
-    train_metrics = json.loads(Path(cfg.paths.train_metrics).read_text())
-    pick = figures.one_per_class(test_labels, per_class=2)
-    n_map = knobs.map_points
-    drawn = [
-        (
-            figures.reconstructions(
-                x[pick], model, pca.first(int(cfg.model.latent_dim)), out / figures.RECONSTRUCTIONS
-            ),
-            "Test images (top), their autoencoder reconstructions and PCA reconstructions with the same "
-            "code size.",
-        ),
-        (
-            figures.worst_reconstructed(x, model, details["worst"], out / figures.WORST),
-            "The worst-reconstructed test images: original above reconstruction; title: test index, digit "
-            "and squared error.",
-        ),
-        (
-            figures.code_maps(x[:n_map], test_labels[:n_map], model, pca.first(2), out / figures.CODES_2D),
-            f"Codes of {min(n_map, len(x))} test images coloured by digit: the autoencoder (projection in "
-            "the panel title) beside PCA of the pixels.",
-        ),
-        (
-            figures.interpolation(
-                x,
-                test_labels,
-                model,
-                figures.interpolation_pairs(test_labels, knobs.interpolation_pairs),
-                knobs.interpolation_steps,
-                out / figures.INTERPOLATION,
-            ),
-            "A walk through code space: decoded images along the straight line between the codes of two "
-            "test images of different digits (fraction of the way on top).",
-        ),
-        (
-            figures.per_digit_bars(
-                details["by_digit"], SQ_ERR, out / figures.PER_DIGIT, NAMES, LABELS[SQ_ERR][0]
-            ),
-            "Squared error per test image, by digit: autoencoder beside PCA.",
-        ),
-        (
-            figures.loss_curve(figures.read_loss_curve(cfg.paths.loss_curve), out / figures.LOSS),
-            "Learning curves: training and validation loss per epoch.",
-        ),
-    ]
-    info = tracking.read_run_info(cfg.paths.run_info)
+    cfg = load_params(sections=SECTIONS)
+    paths = cfg.paths
+    images, labels = load_split(paths.data, cfg.data.files, "test")
+    details = json.loads(Path(paths.eval_details).read_text())
+    drawn = figures.draw_all(
+        load_weights(cfg, checkpoint_path(cfg, BEST)),
+        PCA.load(paths.pca),
+        to_float(images),
+        labels,
+        details,
+        figures.read_loss_curve(paths.loss_curve),
+        int(cfg.model.latent_dim),
+        settings(cfg, "visualize", VisualizeConfig),
+        Path(paths.figures),
+    )
+    metrics = json.loads(Path(paths.eval_metrics).read_text())
+    train_metrics = json.loads(Path(paths.train_metrics).read_text())
     html, md = report.build(
         cfg,
         metrics,
         details,
         train_metrics,
-        [report.Figure(path, caption) for path, caption in drawn],
-        cfg.paths.report_md,
-        run_id=info.get("run_id"),
+        drawn,
+        paths.report_md,
+        run_id=read_run_info(paths.run_info).get("run_id"),
     )
-    write_text(cfg.paths.report_html, html)
-    write_text(cfg.paths.report_md, md)
-    logging.getLogger(__name__).info("report: %s", Path(cfg.paths.report_html).resolve().as_uri())
+    write_text(paths.report_html, html)
+    write_text(paths.report_md, md)
+    logging.getLogger(__name__).info("report: %s", Path(paths.report_html).resolve().as_uri())
+    log_to_run(cfg, [fig.path for fig in drawn])
+
+
+def log_to_run(cfg, figure_paths: list) -> None:
+    """The figures, the loss curve and the report into the pipeline's MLflow run."""
+    import mlflow  # only here: importing MLflow is a good part of a stage's start-up
+
+    from aeflow.tracking import runs as tracking
+
     with tracking.resume_run(cfg.paths.run_info, cfg.mlflow.tracking_uri):
-        for path, _ in drawn:
+        for path in figure_paths:
             mlflow.log_artifact(str(path), artifact_path="figures")
         mlflow.log_artifact(cfg.paths.loss_curve, artifact_path="metrics")
         mlflow.log_artifact(cfg.paths.report_html, artifact_path="report")
