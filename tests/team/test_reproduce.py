@@ -14,11 +14,13 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE, MLFLOW_
 
 from aeflow.tracking.lineage import CONFIG_ARTIFACT
 from aeflow.tracking.reproduce import COMPARISON_ARTIFACT, EXIT_MISMATCH, EXIT_REFUSED
+from aeflow.tracking.runs import git_dirty
 from tests.helpers import FAST, clone_project, compose
 from tests.team.conftest import BIN, env_for, run
 
-# One worker runs the module: its tests share one pipeline run, and the last one tampers with it.
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("reproduce")]
+# The tests on one pipeline run (`original`) are `slow`; tests/conftest.py puts them on one worker,
+# in this order: the last one tampers with the run.
+pytestmark = pytest.mark.integration
 
 TAMPERED = "test/sq_err_per_image"
 
@@ -79,6 +81,7 @@ def reproductions(client: mlflow.MlflowClient, run_id: str) -> list:
     return client.search_runs([experiment], f"tags.`aeflow.reproduces` = '{run_id}'")
 
 
+@pytest.mark.slow
 def test_the_run_records_its_lineage(original):
     client, run_id = original.client, original.run_id
     run_ = client.get_run(run_id)
@@ -99,6 +102,7 @@ def test_the_run_records_its_lineage(original):
     assert run_id in run(original.project, "dvc", "exp", "show", "--json").stdout
 
 
+@pytest.mark.slow
 def test_a_run_is_reproduced_bit_for_bit_from_its_id(original):
     proc = reproduce(original.project, original.run_id)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -115,6 +119,7 @@ def test_a_run_is_reproduced_bit_for_bit_from_its_id(original):
     assert len(run(original.project, "git", "worktree", "list").stdout.splitlines()) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("tags", "expected"),
     [
@@ -134,6 +139,50 @@ def test_a_run_that_cannot_be_reproduced_is_refused(original, tags, expected):
     assert reproductions(client, bad) == []
 
 
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def test_git_dirty_counts_only_code_and_config_sources(tmp_path, monkeypatch):
+    for rel in ("src/aeflow/model.py", "conf/config.yaml", "params.yaml", "README.md", "dvc.yaml"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("a: 1\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "base")
+    base = git(tmp_path, "rev-parse", "HEAD")
+    monkeypatch.chdir(tmp_path / "src")  # any folder of the repository
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    assert not git_dirty()
+    # What `dvc exp run -S` and the pipeline leave behind, and docs: recorded, or never read.
+    (tmp_path / "params.yaml").write_text("a: 2\n")
+    (tmp_path / "README.md").write_text("b\n")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/train.json").write_text("{}")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    assert not git_dirty()
+    new_preset = tmp_path / "conf/experiment/new.yaml"
+    new_preset.parent.mkdir()
+    new_preset.write_text("a: 3\n")  # untracked, but a run can compose it
+    assert git_dirty()
+    new_preset.unlink()
+    (tmp_path / "src/aeflow/model.py").write_text("a: 2\n")
+    git(tmp_path, "add", "src/aeflow/model.py")  # staged counts too
+    assert git_dirty()
+    git(tmp_path, "commit", "-qm", "code")
+    assert not git_dirty()
+    # `dvc exp run` compares with its baseline: the code differs from that commit.
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", base)
+    assert git_dirty()
+
+
+@pytest.mark.slow
 def test_a_tampered_metric_is_reported_as_a_mismatch(original):
     client = original.client
     value = client.get_run(original.run_id).data.metrics[TAMPERED]
