@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,29 +15,14 @@ import mlflow
 import pytest
 from omegaconf import OmegaConf
 
-from aeflow.config.params import compose
+from aeflow.config.params import compose, params_text
 from tests.conftest import REPO, make_synthetic_idx
-from tests.helpers import FAST, clone_project, sh
-
-PYTHON_BIN = str(Path(sys.executable).parent)
-# Small, quiet training on the tiny synthetic data (120 train / 40 test images).
-TINY = [
-    "trainer.max_epochs=2",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "trainer.log_every_n_steps=1",
-    "data.batch_size=16",
-    "data.val_size=20",
-]
+from tests.helpers import FAST, TINY, clone_project, free_port, run, sh, user_env  # noqa: F401 (TINY, free_port: for the tests)
 
 
 def stage_env(**extra: str) -> dict[str, str]:
     """The environment DVC would give a stage: this venv first, no tracking URI from the caller."""
-    env = dict(os.environ, PATH=f"{PYTHON_BIN}:{os.environ['PATH']}", PYTHONUNBUFFERED="1")
-    for var in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
-        env.pop(var, None)
-    env.update(extra)
-    return env
+    return user_env(**extra)
 
 
 def frozen_env(project: Path, **extra: str) -> dict[str, str]:
@@ -47,12 +31,8 @@ def frozen_env(project: Path, **extra: str) -> dict[str, str]:
 
 
 def dvc(project: Path, *args: str, check: bool = True) -> str:
-    proc = subprocess.run(
-        ["dvc", *args], cwd=project, env=frozen_env(project), capture_output=True, text=True, timeout=900
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 or not check, f"dvc {' '.join(args)} failed:\n{out[-3000:]}"
-    return out
+    proc = run(project, "dvc", *args, env=frozen_env(project), check=check)
+    return proc.stdout + proc.stderr
 
 
 def write_params(
@@ -67,18 +47,19 @@ def write_params(
         OmegaConf.set_struct(cfg, False)
         edit(cfg)
     project.mkdir(parents=True, exist_ok=True)
-    (project / "params.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (project / "params.yaml").write_text(params_text(cfg, overrides))
 
 
 def run_stage(project: Path, stage: str = "train", timeout: float = 600, **env: str):
     """`python -m aeflow.stages.<stage>` in `project`, as DVC runs it; returns the CompletedProcess."""
-    return subprocess.run(
-        [sys.executable, "-m", f"aeflow.stages.{stage}"],
-        cwd=project,
+    return run(
+        project,
+        sys.executable,
+        "-m",
+        f"aeflow.stages.{stage}",
         env=stage_env(**env),
-        capture_output=True,
-        text=True,
         timeout=timeout,
+        check=False,
     )
 
 
@@ -98,12 +79,6 @@ def logged_models(client: mlflow.MlflowClient, run_id: str) -> set[str]:
         [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
     )
     return {m.name for m in models}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_mlflow_server(port: int, root: Path) -> subprocess.Popen:
@@ -136,7 +111,7 @@ def start_mlflow_server(port: int, root: Path) -> subprocess.Popen:
         except OSError:
             assert proc.poll() is None, "mlflow server exited"
             time.sleep(0.5)
-    raise AssertionError("mlflow server did not start")
+    raise AssertionError(f"mlflow server on port {port} did not answer /health within 120 s")
 
 
 def kill_server(proc: subprocess.Popen) -> None:

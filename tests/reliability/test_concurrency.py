@@ -104,7 +104,7 @@ def test_four_queued_experiments_two_at_a_time(downloaded_project, mnist_mirror,
             status = dvc(project, "queue", "status")
             if "Queued" not in status and "Running" not in status:
                 break
-            assert time.monotonic() < deadline, status
+            assert time.monotonic() < deadline, f"queue still busy after 900 s:\n{status}"
             time.sleep(3)
     finally:
         dvc(project, "queue", "stop", check=False)
