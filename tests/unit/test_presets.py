@@ -23,6 +23,7 @@ from aeflow.data.idx import read_idx
 from aeflow.errors import ConfigError
 from aeflow.models.autoencoder import DenoisingAutoencoder
 from aeflow.training.callbacks import configured_callbacks
+from tests.helpers import require_system_path
 
 PRESETS = ("tutorial", "hinton2006", "hinton2006_2d", "conv", "denoising")
 OPTIMIZERS = {
@@ -262,8 +263,7 @@ def test_fashion_mnist_config_and_debian_mirror(tmp_path):
     validate(cfg)
     assert cfg.data.name == "fashion_mnist" and cfg.data.source.pypi_fallback is None
     assert cfg.data.batch_size == 128  # the preset's training choices apply to any data
-    if not (FASHION_MIRROR / "t10k-labels-idx1-ubyte.gz").is_file():
-        pytest.fail(f"{FASHION_MIRROR} missing: apt-get install dataset-fashion-mnist (.ci/run does)")
+    require_system_path(FASHION_MIRROR / "t10k-labels-idx1-ubyte.gz", "dataset-fashion-mnist")
     files = OmegaConf.to_container(cfg.data.files)
     download_dataset(tmp_path, files, [FASHION_MIRROR.as_uri() + "/"])  # verifies every MD5
     assert read_idx(tmp_path / "t10k-images-idx3-ubyte").shape == (10000, 28, 28)

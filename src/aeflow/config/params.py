@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
@@ -17,6 +19,10 @@ log = logging.getLogger(__name__)
 
 PARAMS_FILE = "params.yaml"
 CONF_DIR = "conf"
+# params.yaml starts with these lines; the second records the overrides, so that a stage can
+# tell a composition of conf/ from a stale or hand-edited file (YAML readers skip comments).
+HEADER = "# The composition of conf/ (`make run` or `python -m aeflow.config`): edit conf/, not this file."
+OVERRIDES_PREFIX = "# overrides: "
 
 
 def load_params(path: str | Path = PARAMS_FILE, sections: Iterable[str] = SECTIONS) -> DictConfig:
@@ -44,6 +50,59 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
     return cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
 
 
+def params_text(cfg: DictConfig, overrides: Iterable[str] = ()) -> str:
+    """params.yaml's content: the header naming `overrides`, then `cfg` as YAML."""
+    return f"{HEADER}\n{OVERRIDES_PREFIX}{json.dumps(list(overrides))}\n{OmegaConf.to_yaml(cfg)}"
+
+
+def recorded_overrides(path: str | Path = PARAMS_FILE) -> list[str]:
+    """The overrides params_text recorded in `path` (none when another tool wrote it)."""
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.startswith("#"):
+                break
+            if line.startswith(OVERRIDES_PREFIX):
+                return list(json.loads(line[len(OVERRIDES_PREFIX) :]))
+    return []
+
+
+def differences(actual: Any, expected: Any, key: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, actual value, expected value) for every leaf where two plain configs differ;
+    a key missing on one side has the value `<missing>` there."""
+    if isinstance(actual, dict) and isinstance(expected, dict):
+        found = []
+        for k in sorted(actual.keys() | expected.keys(), key=str):
+            sub = f"{key}.{k}" if key else str(k)
+            found += differences(actual.get(k, "<missing>"), expected.get(k, "<missing>"), sub)
+        return found
+    return [] if actual == expected else [(key, actual, expected)]
+
+
+def composition_drift(path: str | Path = PARAMS_FILE, conf_dir: str | Path = CONF_DIR) -> str | None:
+    """Why `path` is not the composition of `conf_dir` with the overrides it records, or None.
+
+    `dvc exp run` composes params.yaml from conf/ with its `-S` overrides just before it runs
+    the stages (DVC's Hydra integration; it sets DVC_EXP_NAME for them), so such a file is
+    current by construction and its overrides need no record.
+    """
+    if os.environ.get("DVC_EXP_NAME") or not Path(conf_dir).is_dir():
+        return None
+    overrides = recorded_overrides(path)
+    actual = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    diffs = differences(actual, to_container(compose(overrides, conf_dir)))
+    if not diffs:
+        return None
+    shown = "; ".join(f"{k}: {a!r} in {path}, {e!r} from {conf_dir}/" for k, a, e in diffs[:10])
+    more = f" (and {len(diffs) - 10} more)" if len(diffs) > 10 else ""
+    with_overrides = f" with overrides {overrides}" if overrides else ""
+    return (
+        f"{path} is not the composition of {conf_dir}/{with_overrides}: {shown}{more}. "
+        f"This run uses {path} as it is. To run the current {conf_dir}/, use `make run` "
+        f"(or `python -m aeflow.config [overrides]` before `dvc repro`); for a one-off change, "
+        f"`dvc exp run -S key=value`. Edit {conf_dir}/, not {path}."
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m aeflow.config`: write or check params.yaml against conf/."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -54,12 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = compose(args.overrides)
     validate(cfg)
-    text = OmegaConf.to_yaml(cfg)
     if args.check:
         if OmegaConf.load(PARAMS_FILE) != cfg:
             raise SystemExit(f"{PARAMS_FILE} is stale: run `python -m aeflow.config` to rewrite it")
         return
-    write_text(PARAMS_FILE, text)
+    write_text(PARAMS_FILE, params_text(cfg, args.overrides))
 
 
 if __name__ == "__main__":
