@@ -76,8 +76,10 @@ def train(
                      on_failure=(lambda: mark_failed(client, run_id)) if rank_zero else None)
         if not fitted.trainer.is_global_zero:
             return TrainResult(run_id=run_id or "", best_checkpoint=fitted.best_model_path, metrics={})
+        if fitted.cut_short:
+            refuse_cut_short(cfg, client, run_id, fitted.trainer, resume)
         best, metrics = publish(cfg, fitted, resume)
-        log_results(cfg, run_id, best, metrics, datamodule, logger, cut_short=fitted.cut_short)
+        log_results(cfg, run_id, best, metrics, datamodule, logger)
         if logger.failure is not None:  # the checkpoints stay: the next run resumes after the last epoch
             raise TrackingError(
                 f"Training finished but logging to the MLflow store {tracking.redact_uri(uri)} failed "
@@ -130,11 +132,6 @@ def fit(cfg: DictConfig, model: pl.LightningModule, datamodule: pl.LightningData
         raise
     train_time = time.perf_counter() - started
     cut_short = stopped_by_max_time(trainer)
-    if cut_short and trainer.is_global_zero:
-        log.warning("trainer.max_time (%s) stopped training after %d of %d epochs: the learning-rate "
-                    "schedule was cut short, so the model is worse than this config can give. Lower "
-                    "trainer.max_epochs to fit this machine, or raise trainer.max_time.",
-                    cfg.trainer.max_time, trainer.current_epoch, trainer.max_epochs)
     score = checkpoint.best_model_score
     return Fitted(trainer=trainer, best_model_path=Path(checkpoint.best_model_path),
                   best_model_score=float(score) if score is not None else float("nan"), history=history,
@@ -159,14 +156,12 @@ def publish(cfg: DictConfig, fitted: Fitted, resume: ResumeDir) -> tuple[Path, d
 
 
 def log_results(cfg: DictConfig, run_id: str, best: Path, metrics: dict[str, float],
-                datamodule: pl.LightningDataModule, logger: TolerantMLFlowLogger, cut_short: bool) -> None:
+                datamodule: pl.LightningDataModule, logger: TolerantMLFlowLogger) -> None:
     """Training's summary metrics and the model, to the run; a failure is kept on `logger.failure`."""
     try:
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics({"best_val_loss": metrics["best_val_loss"],
                                 "train_time_s": metrics["train_time_s"]})
-            if cut_short:
-                mlflow.set_tag("aeflow.stopped_by", "max_time")
             if cfg.mlflow.log_model:
                 log_best_model(cfg, best, datamodule)
     except Exception as exc:  # noqa: BLE001 (reported by the caller with what was kept)
@@ -238,6 +233,26 @@ def stopped_by_max_time(trainer: pl.Trainer) -> bool:
         return False
     remaining = timer.time_remaining("train")
     return remaining is not None and remaining <= 0
+
+
+def refuse_cut_short(cfg: DictConfig, client: mlflow.MlflowClient, run_id: str, trainer: pl.Trainer,
+                     resume: ResumeDir) -> None:
+    """Fail the stage for a run that `trainer.max_time` stopped before `max_epochs`: its schedule was
+    cut short, so its model depends on the machine's speed and must not pass for the config's result.
+    The run is tagged and marked FAILED; the checkpoints stay in the resume folder."""
+    try:
+        client.set_tag(run_id, "aeflow.stopped_by", "max_time")
+    except Exception as exc:  # noqa: BLE001 (the store may be what failed; the stop matters)
+        log.error("Could not tag MLflow run %s: %s", run_id, exc)
+    mark_failed(client, run_id)
+    raise TrainingError(
+        f"trainer.max_time ({cfg.trainer.max_time}) stopped training after {trainer.current_epoch} of "
+        f"{trainer.max_epochs} epochs: the learning-rate schedule was cut short, so this model is not "
+        f"what the config gives, and the pipeline stops here (MLflow run {run_id} marked FAILED, tagged "
+        f"aeflow.stopped_by=max_time; checkpoints kept in {resume.path}/). On this machine, lower "
+        "trainer.max_epochs (e.g. `dvc exp run -S trainer.max_epochs=50`), or raise the limit "
+        "(`-S trainer.max_time=null` removes it)."
+    )
 
 
 def mark_failed(client: mlflow.MlflowClient, run_id: str) -> None:
