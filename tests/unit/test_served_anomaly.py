@@ -16,9 +16,16 @@ def _tiny_cfg(root: Path):
     """The real config on tiny synthetic data under `root` (conftest's tiny_cfg, module-scoped here:
     one training serves every test of this file)."""
     from aeflow.config.params import compose
-    from tests.conftest import TINY, make_synthetic_idx
+    from tests.conftest import make_synthetic_idx
 
-    cfg = compose(TINY)
+    cfg = compose(
+        [
+            "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false",
+            "data.batch_size=16",
+            "data.val_size=20",
+        ]
+    )
     cfg.data.files = make_synthetic_idx(root / "data")
     cfg.paths.data = str(root / "data")
     for key in ("checkpoints", "run_info", "train_metrics", "loss_curve", "resume"):

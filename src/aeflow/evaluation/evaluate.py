@@ -6,6 +6,8 @@ compression, always beside PCA with the same code size (and raw pixels for the p
 - `details`: per-digit tables for every metric, the worst-reconstructed test
   images, and the probe settings (a plain JSON, not a DVC metric);
 - `per_digit_rows`: the per-digit squared error as DVC plot rows (bar chart).
+Both `metrics` and `details` carry an `anomaly` section: how well anomaly scores tell the
+test images from shifted copies and other data (aeflow.evaluation.protocols).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aeflow.config.schema import EvaluateConfig
 from aeflow.data.splits import load_splits
+from aeflow.evaluation import anomaly, protocols
 from aeflow.evaluation import metrics as M
 from aeflow.evaluation.pca import PCA
 
@@ -204,4 +207,6 @@ def evaluate(cfg: DictConfig, model: torch.nn.Module, datamodule=None) -> Evalua
     config = settings(cfg, "evaluate", EvaluateConfig)
     result = evaluate_splits(model, pca.first(latent_dim), train, test, config, int(cfg.seed))
     result.pca = pca
+    found = protocols.from_config(cfg, model, splits, pca.first(latent_dim), config)
+    result.metrics[anomaly.ANOMALY], result.details[anomaly.ANOMALY] = found.metrics, found.details
     return result

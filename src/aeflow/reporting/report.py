@@ -232,7 +232,14 @@ def sections(
             "The anomaly view: the test images the autoencoder reconstructs worst.",
             worst_table(details),
         ),
+        *anomaly_section(metrics, details),
     ]
+
+
+def anomaly_section(metrics: Mapping, details: Mapping) -> list[tuple[str, str, Table | None]]:
+    from aeflow.reporting.anomaly_figures import section  # it draws with this module's Figure
+
+    return section(metrics, details)
 
 
 # --- rendering -------------------------------------------------------------------------------------

@@ -20,11 +20,12 @@ def main() -> None:
     from aeflow.config.params import load_params
     from aeflow.config.schema import VisualizeConfig
     from aeflow.data.splits import load_split
+    from aeflow.evaluation.anomaly import ANOMALY
     from aeflow.evaluation.evaluate import settings, to_float
     from aeflow.evaluation.pca import PCA
     from aeflow.io import write_text
     from aeflow.models.weights import BEST, checkpoint_path, load_weights
-    from aeflow.reporting import figures, report
+    from aeflow.reporting import anomaly_figures, figures, report
     from aeflow.tracking.runs import read_run_info
 
     cfg = load_params(sections=SECTIONS)
@@ -43,6 +44,9 @@ def main() -> None:
         Path(paths.figures),
     )
     metrics = json.loads(Path(paths.eval_metrics).read_text())
+    drawn += anomaly_figures.draw(
+        to_float(images), details.get(ANOMALY, {}), metrics.get(ANOMALY, {}), Path(paths.figures)
+    )
     train_metrics = json.loads(Path(paths.train_metrics).read_text())
     html, md = report.build(
         cfg,

@@ -297,4 +297,7 @@ def log_best_model(cfg: DictConfig, best: Path, datamodule: pl.LightningDataModu
     write_text(config_file, OmegaConf.to_yaml(logged))
     images, _ = datamodule.splits["val"]
     example = (images[:4].reshape(4, -1).float() / 255.0).cpu().numpy()
-    serving.log_model(model, config_file, weights, example)
+    # The anomaly detector the served model scores with (scores' thresholds on the validation split).
+    detector = Path(cfg.paths.checkpoints) / "detector.json"
+    serving.fit_detector(cfg, model, datamodule.splits).save(detector)
+    serving.log_model(model, config_file, weights, example, detector)
