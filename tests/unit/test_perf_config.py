@@ -228,8 +228,21 @@ def test_bench_script_smoke_json_structure(tmp_path, mnist_mirror):
     ):
         assert model[key] > 0, key
     assert 0 < model["data_wait_share"] < 1
+    # Values derived independently: the FLOPs of a training step from the layer sizes (forward 2*in*out,
+    # weight gradient 2*in*out, input gradient 2*in*out except for the first layer), and the ratios.
+    macs = [a * b for a, b in zip(model["layers"], model["layers"][1:])]
+    flops = 4 * macs[0] + 6 * sum(macs[1:])
+    assert model["train_flops_per_sample"] == flops == 2_400_256
+    assert model["lightning_gflops"] == pytest.approx(model["lightning_samples_per_s"] * flops / 1e9)
+    assert model["lightning_over_hand"] == pytest.approx(
+        model["lightning_samples_per_s"] / model["hand_samples_per_s"]
+    )
+    assert model["lightning_of_peak"] == pytest.approx(
+        model["lightning_gflops"] / result["machine"]["matmul_gflops_fp32"]
+    )
     (stage,) = result["startup"]
-    assert stage["stage"] == "download" and stage["process_s"] > 0
+    # The whole process, timed from outside, includes the imports and config timed inside it.
+    assert stage["stage"] == "download" and stage["process_s"] > stage["imports_s"] + stage["config_s"] > 0
     assert "pytorch_lightning" not in stage["loaded"] and "mlflow" not in stage["loaded"]
 
 
