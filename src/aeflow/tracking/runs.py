@@ -231,15 +231,16 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-
 def metric_keys(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """A nested metrics file as MLflow metrics: {'test': {'mse': 1.0}} -> {'test/mse': 1.0}."""
     return {key.replace(".", "/"): value for key, value in flatten(metrics).items()}
 
+
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -253,8 +254,9 @@ SOURCE_PATHS = ("src/", "conf/", "dvc.yaml", "pyproject.toml", "requirements.loc
 
 def source_changes(paths: Iterable[str]) -> list[str]:
     """The paths among `paths` (relative to the repository root, POSIX) that change a run's result."""
-    return sorted(p for p in paths if any(p == s or (s.endswith("/") and p.startswith(s))
-                                          for s in SOURCE_PATHS))
+    return sorted(
+        p for p in paths if any(p == s or (s.endswith("/") and p.startswith(s)) for s in SOURCE_PATHS)
+    )
 
 
 def changed_paths(base: str = "HEAD") -> list[str]:
@@ -262,8 +264,10 @@ def changed_paths(base: str = "HEAD") -> list[str]:
     # `:(top)` pathspecs: paths from the repository root, whatever the working folder.
     where = ["--", *(f":(top){s}" for s in SOURCE_PATHS)]
     listed = []
-    for cmd in (["git", "diff", "--name-only", base, *where],
-                ["git", "ls-files", "--others", "--exclude-standard", "--full-name", *where]):
+    for cmd in (
+        ["git", "diff", "--name-only", base, *where],
+        ["git", "ls-files", "--others", "--exclude-standard", "--full-name", *where],
+    ):
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=30).stdout
         listed += out.splitlines()
     return [p for p in listed if p]

@@ -115,8 +115,9 @@ class ResumeDir:
         if not self.last.is_file():
             return None
         if not is_loadable(self.last):
-            log.warning("Ignoring %s: not a complete weights-only checkpoint; training from the start",
-                        self.last)
+            log.warning(
+                "Ignoring %s: not a complete weights-only checkpoint; training from the start", self.last
+            )
             return None
         return self.last
 
@@ -167,8 +168,11 @@ class TolerantMLFlowLogger(MLFlowLogger):
             return tracking.retry_locked(fn, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 (recorded and reported by train())
             self.failure = exc
-            log.error("MLflow logging failed (%s: %s); training continues, checkpoints are kept",
-                      type(exc).__name__, exc)
+            log.error(
+                "MLflow logging failed (%s: %s); training continues, checkpoints are kept",
+                type(exc).__name__,
+                exc,
+            )
             return None
 
     def log_metrics(self, metrics, step=None) -> None:

@@ -70,10 +70,19 @@ def train(
             distributed.share_run_id(run_id)
         else:  # another data-parallel process (DDP): rank zero alone tracks and writes files
             run_id = distributed.shared_run_id()
-        logger = TolerantMLFlowLogger(experiment_name=cfg.mlflow.experiment_name, tracking_uri=uri,
-                                      run_id=run_id)
-        fitted = fit(cfg, model, datamodule, resume, ckpt_path, logger, callbacks,
-                     on_failure=(lambda: mark_failed(client, run_id)) if rank_zero else None)
+        logger = TolerantMLFlowLogger(
+            experiment_name=cfg.mlflow.experiment_name, tracking_uri=uri, run_id=run_id
+        )
+        fitted = fit(
+            cfg,
+            model,
+            datamodule,
+            resume,
+            ckpt_path,
+            logger,
+            callbacks,
+            on_failure=(lambda: mark_failed(client, run_id)) if rank_zero else None,
+        )
         if not fitted.trainer.is_global_zero:
             return TrainResult(run_id=run_id or "", best_checkpoint=fitted.best_model_path, metrics={})
         if fitted.cut_short:
@@ -101,21 +110,38 @@ class Fitted:
     cut_short: bool
 
 
-def fit(cfg: DictConfig, model: pl.LightningModule, datamodule: pl.LightningDataModule, resume: ResumeDir,
-        ckpt_path: Path | None, logger: TolerantMLFlowLogger, callbacks: Sequence[pl.Callback],
-        on_failure: Callable[[], None] | None) -> Fitted:
+def fit(
+    cfg: DictConfig,
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    resume: ResumeDir,
+    ckpt_path: Path | None,
+    logger: TolerantMLFlowLogger,
+    callbacks: Sequence[pl.Callback],
+    on_failure: Callable[[], None] | None,
+) -> Fitted:
     """Run the Trainer; checkpoints go to the resume folder (DVC deletes paths.checkpoints before a
     re-run) and are published by `publish` once training has finished."""
-    checkpoint = ModelCheckpoint(dirpath=resume.path, filename=BEST, monitor="val/loss",
-                                 mode="min", enable_version_counter=False)
+    checkpoint = ModelCheckpoint(
+        dirpath=resume.path, filename=BEST, monitor="val/loss", mode="min", enable_version_counter=False
+    )
     # Every epoch's end (Lightning's save_last only saves when the best improved); after
     # `checkpoint` in the list, so it holds the best-so-far state of this same epoch.
-    latest = ModelCheckpoint(dirpath=resume.path, filename=LAST, monitor=None, save_top_k=1,
-                             every_n_epochs=1, enable_version_counter=False)
+    latest = ModelCheckpoint(
+        dirpath=resume.path,
+        filename=LAST,
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+    )
     history = LossHistory(cfg.paths.loss_curve)
-    trainer = build_trainer(cfg, callbacks=[checkpoint, latest, history, *configured_callbacks(cfg),
-                                            *callbacks], logger=logger,
-                            plugins=[AtomicCheckpointIO()])
+    trainer = build_trainer(
+        cfg,
+        callbacks=[checkpoint, latest, history, *configured_callbacks(cfg), *callbacks],
+        logger=logger,
+        plugins=[AtomicCheckpointIO()],
+    )
     started = time.perf_counter()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -127,15 +153,23 @@ def fit(cfg: DictConfig, model: pl.LightningModule, datamodule: pl.LightningData
     except BaseException as exc:
         if on_failure is not None:
             on_failure()
-            log.error("Training stopped (%s); the next run with this config resumes from %s",
-                      type(exc).__name__, resume.path)
+            log.error(
+                "Training stopped (%s); the next run with this config resumes from %s",
+                type(exc).__name__,
+                resume.path,
+            )
         raise
     train_time = time.perf_counter() - started
     cut_short = stopped_by_max_time(trainer)
     score = checkpoint.best_model_score
-    return Fitted(trainer=trainer, best_model_path=Path(checkpoint.best_model_path),
-                  best_model_score=float(score) if score is not None else float("nan"), history=history,
-                  train_time_s=train_time, cut_short=cut_short)
+    return Fitted(
+        trainer=trainer,
+        best_model_path=Path(checkpoint.best_model_path),
+        best_model_score=float(score) if score is not None else float("nan"),
+        history=history,
+        train_time_s=train_time,
+        cut_short=cut_short,
+    )
 
 
 def publish(cfg: DictConfig, fitted: Fitted, resume: ResumeDir) -> tuple[Path, dict[str, float]]:
@@ -147,21 +181,31 @@ def publish(cfg: DictConfig, fitted: Fitted, resume: ResumeDir) -> tuple[Path, d
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("/loss")}
     if fitted.history.rows:  # a run resumed after its last epoch has no callback metrics
         metrics = {**{k: v for k, v in fitted.history.rows[-1].items() if k != "epoch"}, **metrics}
-    metrics.update(best_val_loss=fitted.best_model_score, epochs=trainer.current_epoch,
-                   train_time_s=round(fitted.train_time_s, 3))
+    metrics.update(
+        best_val_loss=fitted.best_model_score,
+        epochs=trainer.current_epoch,
+        train_time_s=round(fitted.train_time_s, 3),
+    )
     # The run id beside the metrics: `dvc exp show` lists it, so an experiment is found in MLflow.
     run_id = tracking.read_run_info(cfg.paths.run_info)["run_id"]
     write_json(cfg.paths.train_metrics, {**metrics, "mlflow_run_id": run_id})
     return best, metrics
 
 
-def log_results(cfg: DictConfig, run_id: str, best: Path, metrics: dict[str, float],
-                datamodule: pl.LightningDataModule, logger: TolerantMLFlowLogger) -> None:
+def log_results(
+    cfg: DictConfig,
+    run_id: str,
+    best: Path,
+    metrics: dict[str, float],
+    datamodule: pl.LightningDataModule,
+    logger: TolerantMLFlowLogger,
+) -> None:
     """Training's summary metrics and the model, to the run; a failure is kept on `logger.failure`."""
     try:
         with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics({"best_val_loss": metrics["best_val_loss"],
-                                "train_time_s": metrics["train_time_s"]})
+            mlflow.log_metrics(
+                {"best_val_loss": metrics["best_val_loss"], "train_time_s": metrics["train_time_s"]}
+            )
             if cfg.mlflow.log_model:
                 log_best_model(cfg, best, datamodule)
     except Exception as exc:  # noqa: BLE001 (reported by the caller with what was kept)
@@ -169,7 +213,11 @@ def log_results(cfg: DictConfig, run_id: str, best: Path, metrics: dict[str, flo
 
 
 def open_run(
-    client: mlflow.MlflowClient, cfg: DictConfig, uri: str, resume: ResumeDir, ckpt_path: Path | None,
+    client: mlflow.MlflowClient,
+    cfg: DictConfig,
+    uri: str,
+    resume: ResumeDir,
+    ckpt_path: Path | None,
     extra_tags: Mapping[str, str] | None = None,
 ) -> str:
     """The MLflow run this training logs to: the interrupted run it resumes, or a new one
@@ -235,8 +283,9 @@ def stopped_by_max_time(trainer: pl.Trainer) -> bool:
     return remaining is not None and remaining <= 0
 
 
-def refuse_cut_short(cfg: DictConfig, client: mlflow.MlflowClient, run_id: str, trainer: pl.Trainer,
-                     resume: ResumeDir) -> None:
+def refuse_cut_short(
+    cfg: DictConfig, client: mlflow.MlflowClient, run_id: str, trainer: pl.Trainer, resume: ResumeDir
+) -> None:
     """Fail the stage for a run that `trainer.max_time` stopped before `max_epochs`: its schedule was
     cut short, so its model depends on the machine's speed and must not pass for the config's result.
     The run is tagged and marked FAILED; the checkpoints stay in the resume folder."""
