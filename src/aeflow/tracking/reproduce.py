@@ -141,6 +141,17 @@ def recorded_commit(tags: Mapping[str, str]) -> str:
     return tags.get("dvc_baseline_rev") or tags.get("git_commit") or "unknown"
 
 
+def experiment_commit(root: Path, tags: Mapping[str, str]) -> str | None:
+    """The commit DVC saved for the experiment that made the run (`dvc exp run`), if this repository
+    has it: the baseline plus the workspace's changes to tracked files, code included."""
+    name, baseline = tags.get("dvc_exp_name"), tags.get("dvc_baseline_rev")
+    if not (name and baseline):
+        return None
+    ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"  # where DVC keeps an experiment
+    found = _git(root, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}", check=False)
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
 def mismatched_params(config: Mapping[str, Any], params: Mapping[str, str]) -> list[str]:
     """Config keys whose logged param (a string) differs from the config value; keys not logged are
     skipped (MLflow truncates long values; Lightning adds its own)."""
@@ -201,10 +212,14 @@ def check_reproducible(client, run_id: str, root: Path, allow_dirty: bool) -> Re
     if _git(root, "cat-file", "-e", f"{commit}^{{commit}}", check=False).returncode != 0:
         raise ReproduceError(
             f"run {run_id} was made at commit {commit}, which is not in this repository "
-            f"({root}); `git fetch` the branch or experiment that has it"
+            f"({root}); `git fetch` the branch that has it (`dvc exp pull` for an experiment)"
         )
     dirty = tags.get("git_dirty", "true") != "false"
-    if dirty and not allow_dirty:
+    saved = experiment_commit(root, tags)
+    if saved:  # it holds the code the experiment ran; the comparison shows whether that was all
+        log.info("run %s: experiment %s, commit %s", run_id, tags["dvc_exp_name"], saved[:12])
+        commit = saved
+    elif dirty and not allow_dirty:
         raise ReproduceError(
             f"run {run_id} has git_dirty={tags.get('git_dirty', 'missing')}: its code "
             f"differed from commit {commit[:12]} in a way its config does not record, so "
@@ -330,7 +345,14 @@ def reproduce(run_id: str, uri: str, root: Path, rtol: float = 0.0, allow_dirty:
         _dvc(work, env, "cache", "dir", "--local", str(cache))
         get_data(work, env, cache, paths["data"], recorded.data_hash)
         # --no-run-cache: DVC would otherwise restore the original run's outputs instead of running.
-        _dvc(work, env, "repro", "--force", "--no-run-cache")
+        try:
+            _dvc(work, env, "repro", "--force", "--no-run-cache")
+        except ReproduceError:
+            if (work / paths["run_info"]).is_file():  # the run train opened: say what it was for
+                failed = runs.read_run_info(work / paths["run_info"])["run_id"]
+                client.set_tag(failed, REPRODUCES_TAG, run_id)
+                client.set_tag(failed, REPRODUCED_TAG, "false")
+            raise
         new_run_id = runs.read_run_info(work / paths["run_info"])["run_id"]
         eval_metrics = json.loads((work / paths["eval_metrics"]).read_text())
         original = client.get_run(run_id).data.metrics
@@ -356,6 +378,7 @@ def record(client, outcome: Outcome, recorded: Recorded) -> None:
         {
             "reproduces": outcome.run_id,
             "commit": recorded.commit,
+            "git_dirty": recorded.dirty,
             "data_dvc_md5": recorded.data_hash,
             "rtol": outcome.rtol,
             "reproduced": outcome.reproduced,
