@@ -21,7 +21,6 @@ hits both alike. Prints a table, then the JSON (also written to `--json`).
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ from aeflow.config.instantiate import instantiate_datamodule, instantiate_model 
 from aeflow.config.params import compose  # noqa: E402
 from aeflow.io import write_json  # noqa: E402
 from aeflow.models.autoencoder import reconstruction_loss  # noqa: E402
+from aeflow.stages.imports import import_statements  # noqa: E402
 
 # Models measured: name -> Hydra overrides on the default config.
 MODELS: dict[str, list[str]] = {
@@ -336,19 +336,12 @@ def bench_model(name: str, overrides: list[str], args, device: torch.device) -> 
 
 
 # --------------------------------------------------------------------------- stage start-up
-def stage_imports(stage: str) -> list[str]:
-    """Every package module a stage's entry point may import (aeflow.stages.imports)."""
-    from aeflow.stages.imports import import_closure, stage_module
-
-    return sorted(import_closure(stage_module(stage)))
-
-
 STARTUP_PROBE = """
 import json, sys, time
 t0 = time.perf_counter()
+{imports}
 import importlib
-for m in {mods!r}:
-    importlib.import_module(m)
+stage = importlib.import_module("aeflow.stages.{stage}")
 t1 = time.perf_counter()
 from aeflow.config.params import load_params
 load_params({sections})
@@ -359,14 +352,19 @@ print(json.dumps({{"imports_s": t1 - t0, "config_s": t2 - t1,
 """
 
 
-def stage_startup(stage: str, repeats: int) -> dict[str, Any]:
-    sections = 'sections=("paths", "data.source")' if stage == "download" else ""
-    code = STARTUP_PROBE.format(mods=stage_imports(stage), sections=sections)
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+def stage_startup(stage: str, repeats: int, cwd: Path = REPO) -> dict[str, Any]:
+    """A stage's start-up in the project at `cwd` (its params.yaml, its src/): median of `repeats`."""
+    # What the stage imports (every import statement of its entry point) and the config
+    # sections it validates (its SECTIONS; the download stage's are in its main()).
+    sections = {"download": 'sections=("paths", "data.source", "evaluate")', "train": ""}.get(
+        stage, "sections=stage.SECTIONS"
+    )
+    code = STARTUP_PROBE.format(imports="\n".join(import_statements(stage)), stage=stage, sections=sections)
+    env = dict(os.environ, PYTHONPATH=str(cwd / "src"))
     walls, probes = [], []
     for _ in range(repeats):
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(f"stage {stage} start-up probe failed:\n{proc.stderr[-2000:]}")
         out = proc.stdout

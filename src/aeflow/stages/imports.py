@@ -87,3 +87,13 @@ def stage_files(stage: str, root: Path | None = None) -> list[str]:
     """The source files a stage runs, relative to `root` (the repository) in POSIX form."""
     root = root or PACKAGE_DIR.parents[1]
     return sorted(module_path(m).relative_to(root).as_posix() for m in import_closure(stage_module(stage)))
+
+
+def import_statements(stage: str) -> list[str]:
+    """The source of every import statement in a stage's entry point (module level and inside
+    its functions): what the stage itself imports when it runs, to replay in a fresh interpreter
+    (the start-up benchmark, and tests of what a stage loads)."""
+    path = module_path(stage_module(stage))
+    tree = ast.parse(path.read_text(), filename=str(path))
+    nodes = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    return [ast.unparse(n) for n in sorted(nodes, key=lambda n: n.lineno)]
