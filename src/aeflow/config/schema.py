@@ -30,6 +30,7 @@ from aeflow.models.choices import ACTIVATIONS, NOISES, NORMS
 @dataclass
 class PathsConfig:
     data: str = "data/raw"
+    data_source: str = "src/aeflow/data"
     checkpoints: str = "models"
     run_info: str = "models/run.json"
     train_metrics: str = "metrics/train.json"
@@ -114,8 +115,10 @@ class VisualizeConfig:
 
 # The classes a `_target_` may name, per config node. Extending the project
 # with a new network or optimizer means adding it here.
+# data=folder: images packed by the data stage (aeflow.data.pack), not downloaded files.
+FOLDER_DATA = "aeflow.data.packed.PackedDataModule"
 ALLOWED_TARGETS: dict[str, tuple[str, ...]] = {
-    "data": ("aeflow.data.datamodule.IDXDataModule",),
+    "data": ("aeflow.data.datamodule.IDXDataModule", FOLDER_DATA),
     "model": ("aeflow.models.autoencoder.Autoencoder", "aeflow.models.autoencoder.DenoisingAutoencoder"),
     "model.encoder": ("aeflow.models.components.MLPEncoder", "aeflow.models.components.ConvEncoder"),
     "model.decoder": ("aeflow.models.components.MLPDecoder", "aeflow.models.components.ConvDecoder"),
@@ -306,10 +309,45 @@ def _check_model_choices(cfg: DictConfig) -> None:
         raise ConfigError(f"model.noise_level={level}: must be >= 0 (and < 1 for noise=mask)")
 
 
+def _check_folder(cfg: DictConfig, sections: set[str]) -> None:
+    """data=folder: a path, packing settings that agree with their derived keys, a model that fits them."""
+    from aeflow.data.pack import check_spec, spec_from_config
+
+    if OmegaConf.is_missing(cfg.data, "path") or not isinstance(cfg.data.get("path"), str):
+        raise ConfigError(
+            f"data.path={cfg.data.get('path', '???')!r}: set it to your images folder, "
+            "e.g. dvc exp run -S data=folder -S data.path=/path/to/images"
+        )
+    spec = spec_from_config(cfg.data)
+    check_spec(spec, cfg.data.get("input_features"), cfg.data.get("files"))
+    if "model" not in sections and "model.networks" not in sections:
+        return
+    encoder, (channels, height, width) = cfg.model.encoder, spec.shape
+    if "image_size" in encoder and not encoder.image_size == height == width:
+        raise ConfigError(
+            f"model.encoder.image_size={encoder.image_size} with data.image_size=[{height}, {width}]: "
+            "the conv model takes square images of its image_size; set data.image_size=[S, S]"
+        )
+    if encoder.get("in_channels", channels) != channels:
+        raise ConfigError(
+            f"model.encoder.in_channels={encoder.in_channels}: the data has {channels} channel(s)"
+        )
+    if "in_features" in encoder and (channels != 1 or height != width):
+        raise ConfigError(
+            f"data.channels={channels}, data.image_size=[{height}, {width}]: the dense model (model=mlp) "
+            "reconstructs square grey images; use channels 1 and H == W, or model=conv"
+        )
+    if encoder.get("in_features", spec.pixels) != spec.pixels:
+        raise ConfigError(
+            f"model.encoder.in_features={encoder.in_features}: the data has {spec.pixels} pixels"
+        )
+
+
 def _check_values(cfg: DictConfig, sections: set[str]) -> None:
     if "data" in sections:
         _positive(cfg, "data.batch_size")
-        _positive(cfg, "data.val_size")
+        if cfg.data.get("_target_") != FOLDER_DATA:  # a folder's val_size is a fraction (_check_folder)
+            _positive(cfg, "data.val_size")
     if "model" in sections:
         _positive(cfg, "model.latent_dim")
         if cfg.model.get("loss") not in ("mse", "bce"):
@@ -374,7 +412,9 @@ def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
                 raise ConfigError(f"{key}.threshold_quantile={quantile}: must be in (0, 1), e.g. 0.99")
     # "data.source" alone (the download stage) checks files and sources without
     # importing the DataModule, and so without importing Lightning.
-    if "data.source" in sections:
+    if "data.source" in sections and cfg.data.get("_target_") == FOLDER_DATA:
+        _check_folder(cfg, sections)
+    elif "data.source" in sections:
         files = cfg.data.get("files")
         if not isinstance(files, DictConfig) or set(files) != set(DATA_FILE_KEYS):
             raise ConfigError(f"data.files: must have exactly the keys {', '.join(DATA_FILE_KEYS)}")

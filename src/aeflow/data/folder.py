@@ -1,0 +1,156 @@
+"""A folder of PNG/JPEG images as train/val/test file lists with optional class labels.
+
+Layouts (`root` is the folder the user points `data.path` at):
+- `root/<class>/**/*.png`: one subfolder per class; the folder name is the label.
+- `root/**.png` with no class subfolders: unlabeled (every label is -1).
+- `root/{train,val,test}/...`: the split is given by the folder; each split
+  folder holds either layout above. A split folder that is absent is drawn
+  from `train/` by hash, as below.
+
+Without split folders, each file's split comes from a hash of its path relative
+to its split root and `split_seed`: adding or removing files never moves any
+other file to another split, so a data set that grows keeps its test set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aeflow.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SPLITS = ("train", "val", "test")
+UNLABELED = -1
+
+
+@dataclass
+class FolderIndex:
+    """The files of each split (relative to the scanned root, sorted) and their labels."""
+
+    files: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    labels: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    classes: list[str] = field(default_factory=list)  # label i is classes[i]; empty: unlabeled
+    split_folders: list[str] = field(default_factory=list)  # the splits given by a folder
+
+    def counts(self) -> dict[str, int]:
+        return {split: len(names) for split, names in self.files.items()}
+
+
+def hash_fraction(relpath: str, split_seed: int) -> float:
+    """A number in [0, 1) fixed by the file's relative path and the seed (sha256, not Python's hash)."""
+    digest = hashlib.sha256(f"{split_seed}/{relpath}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def hashed_split(relpath: str, val_size: float, test_size: float, split_seed: int) -> str:
+    """'test' for a `test_size` share of paths, 'val' for a `val_size` share, else 'train'."""
+    u = hash_fraction(relpath, split_seed)
+    return "test" if u < test_size else "val" if u < test_size + val_size else "train"
+
+
+def check_fractions(val_size: float, test_size: float) -> None:
+    for key, value in (("val_size", val_size), ("test_size", test_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ConfigError(
+                f"data.{key}={value!r}: a folder's split is a fraction of the images, in [0, 1)"
+            )
+    if val_size + test_size >= 1:
+        raise ConfigError(
+            f"data.val_size + data.test_size = {val_size + test_size}: must leave images for training (< 1)"
+        )
+
+
+def _image_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(images, other files) below `folder`, hidden files and folders left out."""
+    images, others = [], []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
+    return images, others
+
+
+def _class_of(rel: Path) -> str | None:
+    return rel.parts[0] if len(rel.parts) > 1 else None
+
+
+def _labelled(root: Path, split_root: Path, images: list[Path]) -> list[tuple[str, str | None]]:
+    """(path relative to `root`, class or None) of each image; a folder mixing both layouts is an error."""
+    out = [(p.relative_to(root).as_posix(), _class_of(p.relative_to(split_root))) for p in images]
+    loose = [rel for rel, cls in out if cls is None]
+    if loose and len(loose) != len(out):
+        raise DataError(
+            f"{split_root}: {len(loose)} image(s) lie directly in the folder (e.g. {loose[0]}) and "
+            f"{len(out) - len(loose)} in class subfolders; put every image in a class subfolder "
+            "(labelled) or none (unlabeled)"
+        )
+    return out
+
+
+def scan_folder(
+    root: str | Path, val_size: float = 0.1, test_size: float = 0.1, split_seed: int = 0
+) -> FolderIndex:
+    """Index the images under `root` by split and class (see the module docstring for layouts)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data.path={str(root)!r}: not a folder; point it at your images folder")
+    check_fractions(val_size, test_size)
+    top = {p.name for p in root.iterdir() if not p.name.startswith(".")}
+    given = [s for s in SPLITS if (root / s).is_dir()]
+    if given and "train" in given and top <= set(SPLITS):
+        roots = {s: root / s for s in given}
+    else:
+        given, roots = [], {"train": root}
+    entries: list[tuple[str, str, str | None]] = []  # (split, path relative to root, class)
+    others: list[Path] = []
+    for split, split_root in roots.items():
+        images, extra = _image_files(split_root)
+        others += extra
+        for rel, cls in _labelled(root, split_root, images):
+            if split == "train":
+                drawn = hashed_split(
+                    Path(rel).relative_to(split_root.relative_to(root)).as_posix(),
+                    0 if "val" in given else val_size,
+                    0 if "test" in given else test_size,
+                    split_seed,
+                )
+            else:
+                drawn = split
+            entries.append((drawn, rel, cls))
+    if others:
+        log.warning(
+            "%s: %d file(s) that are not %s images left out, e.g. %s",
+            root,
+            len(others),
+            "/".join(IMAGE_SUFFIXES),
+            others[0].relative_to(root),
+        )
+    if not entries:
+        raise DataError(f"data.path={str(root)!r}: no {'/'.join(IMAGE_SUFFIXES)} images found")
+    return _index(entries, given)
+
+
+def _index(entries: Iterable[tuple[str, str, str | None]], given: list[str]) -> FolderIndex:
+    entries = sorted(entries, key=lambda e: e[1])
+    named = {cls for _, _, cls in entries}
+    if None in named and len(named) > 1:
+        raise DataError("some splits have class subfolders and others not; use one layout in every split")
+    classes = sorted(c for c in named if c is not None)
+    number = {c: i for i, c in enumerate(classes)}
+    index = FolderIndex(classes=classes, split_folders=given)
+    for split, rel, cls in entries:
+        index.files[split].append(rel)
+        index.labels[split].append(number[cls] if cls is not None else UNLABELED)
+    fix = {"train": "lower data.val_size and data.test_size", "test": "raise data.test_size"}
+    for split, advice in fix.items():
+        if not index.files[split]:
+            raise DataError(f"the {split} split has no images ({index.counts()}); add images or {advice}")
+    log.info("images per split: %s; classes: %s", index.counts(), classes or "none (unlabeled)")
+    return index

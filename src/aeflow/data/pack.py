@@ -1,0 +1,254 @@
+"""Decode a folder of images once into one uint8 array file per split, for memory-mapped training.
+
+`pack_folder` writes into `out_dir`, for each split in SPLITS:
+- `<split>_images.npy`: uint8 (N, C, H, W), pixels as decoded (0-255);
+- `<split>_labels.npy`: int64 (N,), the class index, or -1 for unlabeled images;
+- `<split>_files.txt`: the source path of each row, relative to the folder;
+and `manifest.json` (the pack settings, classes, counts and shape) last.
+
+Every file is decoded and checked (empty, unreadable, truncated, an unsupported
+mode) before anything is replaced; the error names every bad file. Each array
+is written under a temporary name and renamed into place, and the manifest that
+readers require is removed before the first rename and written after the last:
+an interrupted pack leaves either the previous complete set or no manifest,
+never a half-written array that a reader accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from aeflow.data.folder import SPLITS, FolderIndex, check_fractions, scan_folder
+from aeflow.errors import ConfigError, DataError
+from aeflow.io import atomic_path, remove_temporaries, write_json
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = 1  # bumped when the files' layout changes, so an old pack is refused rather than misread
+RESIZE_MODES = ("crop", "resize")
+CHANNELS = {1: "L", 3: "RGB"}
+# 8-bit modes Pillow converts to L or RGB without losing meaning (alpha is dropped).
+# Others (16-bit I;16, 32-bit I and F, CMYK, ...) would need a scaling choice the user should make.
+SUPPORTED_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")
+
+
+@dataclass(frozen=True)
+class PackSpec:
+    """How a folder becomes arrays: image size (H, W), channels, crop or resize, and the split."""
+
+    image_size: tuple[int, int]
+    channels: int = 1
+    resize: str = "crop"
+    val_size: float = 0.1
+    test_size: float = 0.1
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        size = self.image_size
+        if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
+            raise ConfigError(f"data.image_size={list(size)!r}: must be [H, W], two positive integers")
+        object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
+        if self.channels not in CHANNELS:
+            raise ConfigError(f"data.channels={self.channels!r}: allowed: 1 (grey), 3 (RGB)")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"data.resize={self.resize!r}: allowed: {', '.join(RESIZE_MODES)}")
+        check_fractions(self.val_size, self.test_size)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, *self.image_size)  # (C, H, W)
+
+    @property
+    def pixels(self) -> int:
+        return self.channels * self.image_size[0] * self.image_size[1]  # C * H * W
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "image_size": list(self.image_size)}
+
+
+def spec_from_config(data: Mapping[str, Any]) -> PackSpec:
+    """The PackSpec of a `data=folder` config node (conf/data/folder.yaml)."""
+    return PackSpec(
+        tuple(data["image_size"]),
+        data["channels"],
+        data["resize"],
+        data["val_size"],
+        data["test_size"],
+        data["split_seed"],
+    )
+
+
+def check_spec(spec: PackSpec, input_features: int | None, files: Mapping[str, Any] | None) -> None:
+    """The keys derived from the settings agree with them: `input_features` is C*H*W, `files` the settings."""
+    if input_features is not None and input_features != spec.pixels:
+        raise ConfigError(
+            f"data.input_features={input_features}: {spec.channels} channel(s) of "
+            f"{spec.image_size[0]}x{spec.image_size[1]} are {spec.pixels} inputs; "
+            f"set data.input_features={spec.pixels}"
+        )
+    if files is not None and dict(files) != spec.as_dict():
+        raise ConfigError(
+            f"data.files={dict(files)}: it records the packing settings for DVC and must equal "
+            f"{spec.as_dict()}; leave it as conf/data/folder.yaml fills it"
+        )
+
+
+def split_files(split: str) -> dict[str, str]:
+    """The file names of one split's images, labels and source list."""
+    return {"images": f"{split}_images.npy", "labels": f"{split}_labels.npy", "files": f"{split}_files.txt"}
+
+
+def _fit(image: Image.Image, height: int, width: int, resize: str) -> Image.Image:
+    if image.size == (width, height):
+        return image  # already the size: pixels kept exactly
+    if resize == "resize":
+        return image.resize((width, height), Image.Resampling.BILINEAR)
+    # crop: scale so the image covers H x W, keeping its aspect ratio, then cut out the centre.
+    scale = max(width / image.width, height / image.height)
+    scaled = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    if scaled != image.size:
+        image = image.resize(scaled, Image.Resampling.BILINEAR)
+    left, top = (scaled[0] - width) // 2, (scaled[1] - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def decode_image(path: str | Path, spec: PackSpec) -> np.ndarray:
+    """uint8 (C, H, W) of the image at `path`; ValueError saying why it cannot be used."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise ValueError("empty file (0 bytes)")
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes every byte: a truncated file fails here, not in training
+            if image.mode not in SUPPORTED_MODES:
+                raise ValueError(
+                    f"mode {image.mode} is not supported (allowed: {', '.join(SUPPORTED_MODES)}); "
+                    "save it as 8-bit grey or RGB"
+                )
+            fitted = _fit(image.convert(CHANNELS[spec.channels]), *spec.image_size, spec.resize)
+            pixels = np.asarray(fitted, dtype=np.uint8)
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (Pillow raises OSError, SyntaxError, struct.error, ...)
+        raise ValueError(f"unreadable image ({type(exc).__name__}: {exc})") from None
+    return pixels.reshape(*spec.image_size, spec.channels).transpose(2, 0, 1)  # (C, H, W)
+
+
+def _decode_job(job: tuple[str, PackSpec]) -> np.ndarray | str:
+    """What a pool worker returns: the pixels, or why the file is bad (exceptions do not pickle well)."""
+    try:
+        return decode_image(*job)
+    except (ValueError, OSError) as exc:
+        return str(exc)
+
+
+def _decoded(root: Path, names: Sequence[str], spec: PackSpec, pool) -> Iterator[np.ndarray | str]:
+    jobs = ((str(root / name), spec) for name in names)
+    if pool is None:
+        return map(_decode_job, jobs)
+    return pool.imap(_decode_job, jobs, chunksize=64)
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pack_folder(
+    source: str | Path,
+    out_dir: str | Path,
+    spec: PackSpec,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Pack the images under `source` into `out_dir` (see the module docstring); return the manifest.
+
+    `workers`: decoding processes (None: one per core; 1: decode in this process).
+    """
+    source, out_dir = Path(source), Path(out_dir)
+    index = scan_folder(source, spec.val_size, spec.test_size, spec.split_seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in remove_temporaries(out_dir):
+        log.info("removed %s, left by an interrupted pack", stale)
+    workers = workers or default_workers()
+    bad: list[str] = []
+    with ExitStack() as stack:
+        pool = None
+        if workers > 1:
+            # spawn, not fork: the caller may hold threads (torch, tqdm's monitor) that fork would copy.
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
+        for split in SPLITS:
+            names = split_files(split)
+            tmp = {key: stack.enter_context(atomic_path(out_dir / name)) for key, name in names.items()}
+            bad += _write_split(source, index, split, spec, pool, tmp, progress)
+        if bad:
+            raise DataError(
+                f"{len(bad)} bad image file(s) in {source}; fix or remove them and re-run:\n  "
+                + "\n  ".join(bad)
+            )
+        # Readers require the manifest: none while the arrays are being renamed into place.
+        (out_dir / MANIFEST).unlink(missing_ok=True)
+    manifest = {
+        "format": FORMAT,
+        "spec": spec.as_dict(),
+        "shape": list(spec.shape),
+        "classes": index.classes,
+        "counts": index.counts(),
+        "split_folders": index.split_folders,
+    }
+    write_json(out_dir / MANIFEST, manifest)
+    log.info("packed %s into %s: %s images of %s", source, out_dir, index.counts(), spec.shape)
+    return manifest
+
+
+def _write_split(
+    root: Path, index: FolderIndex, split: str, spec: PackSpec, pool, tmp: dict[str, Path], progress: bool
+) -> list[str]:
+    """Decode one split into the temporary files `tmp`; return '<file>: <reason>' for each bad file."""
+    names = index.files[split]
+    images = np.lib.format.open_memmap(
+        tmp["images"], mode="w+", dtype=np.uint8, shape=(len(names), *spec.shape)
+    )
+    bad = []
+    bar = tqdm(total=len(names), desc=f"packing {split}", unit="img", disable=not progress or not names)
+    with bar:
+        for i, pixels in enumerate(_decoded(root, names, spec, pool)):
+            if isinstance(pixels, str):
+                bad.append(f"{names[i]}: {pixels}")
+            else:
+                images[i] = pixels
+            bar.update()
+    images.flush()
+    del images  # closes the map before the file is synced and renamed
+    with open(tmp["labels"], "wb") as fh:
+        np.save(fh, np.asarray(index.labels[split], dtype=np.int64))
+    tmp["files"].write_text("".join(f"{name}\n" for name in names))
+    return bad
+
+
+def read_manifest(data_dir: str | Path) -> dict:
+    """The manifest of a complete pack in `data_dir`; DataError saying how to make one otherwise."""
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        raise DataError(
+            f"{data_dir}: no packed images ({MANIFEST} missing: never packed, or the pack was "
+            "interrupted); run `dvc repro download` with data=folder and data.path set"
+        )
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise DataError(
+            f"{path}: format {manifest.get('format')}, expected {FORMAT}; re-pack: dvc repro -f download"
+        )
+    return manifest
