@@ -20,6 +20,7 @@ from aeflow.config.params import to_container
 from aeflow.errors import TrackingError, TrainingError
 from aeflow.io import atomic_path, copy_file, write_json, write_text
 from aeflow.models.weights import BEST, LAST, checkpoint_path, load_weights
+from aeflow.serving import onnx_export
 from aeflow.serving import pyfunc as serving
 from aeflow.tracking import lineage
 from aeflow.tracking import runs as tracking
@@ -350,3 +351,6 @@ def log_best_model(cfg: DictConfig, best: Path, datamodule: pl.LightningDataModu
     detector = Path(cfg.paths.checkpoints) / "detector.json"
     serving.fit_detector(cfg, model, datamodule.splits).save(detector)
     serving.log_model(model, config_file, weights, example, detector)
+    # The encoder and decoder as ONNX files too, for runtimes without PyTorch.
+    onnx_dir = onnx_export.export(model, Path(cfg.paths.checkpoints) / "onnx", (1, *images.shape[1:]))
+    mlflow.log_artifacts(str(onnx_dir), artifact_path="onnx")
