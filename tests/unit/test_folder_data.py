@@ -259,3 +259,12 @@ def test_download_stage_config_check_needs_no_files_list():
     cfg = folder_cfg()
     validate(cfg, sections=("paths", "data.source"))
     assert cfg.paths.data_source == "/images"  # the data stage's dependency: the images folder
+
+
+def test_one_class_training_keeps_the_whole_test_split(tmp_path):
+    write_classes(tmp_path / "src", {"a": 60, "b": 60})
+    pack_folder(tmp_path / "src", tmp_path / "out", GREY, workers=1, progress=False)
+    dm = module(tmp_path / "out", GREY, batch_size=8, classes=[1])
+    assert dm.class_names == ["a", "b"]
+    assert set(dm.splits["train"][1].tolist()) == set(dm.splits["val"][1].tolist()) == {1}
+    assert set(dm.splits["test"][1].tolist()) == {0, 1}

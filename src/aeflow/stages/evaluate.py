@@ -13,12 +13,14 @@ SECTIONS = ("seed", "paths", "mlflow", "data.source", "model.networks", "evaluat
 
 def main() -> None:
     from aeflow.config.params import load_params
+    from aeflow.data import packed_splits
     from aeflow.evaluation.evaluate import evaluate
     from aeflow.io import write_csv, write_json
     from aeflow.models.weights import BEST, checkpoint_path, load_weights
 
     cfg = load_params(sections=SECTIONS)
-    result = evaluate(cfg, load_weights(cfg, checkpoint_path(cfg, BEST)))
+    # data=folder: the packed arrays; MNIST-family data: None, and evaluate reads the IDX files.
+    result = evaluate(cfg, load_weights(cfg, checkpoint_path(cfg, BEST)), packed_splits.from_config(cfg))
     write_json(cfg.paths.eval_metrics, result.metrics)
     write_json(cfg.paths.eval_details, result.details)
     write_csv(cfg.paths.per_digit, result.per_digit_rows)

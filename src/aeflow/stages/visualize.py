@@ -19,6 +19,7 @@ def main() -> None:
 
     from aeflow.config.params import load_params
     from aeflow.config.schema import VisualizeConfig
+    from aeflow.data import packed_splits
     from aeflow.data.splits import load_split
     from aeflow.evaluation.anomaly import ANOMALY
     from aeflow.evaluation.evaluate import settings, to_float
@@ -30,7 +31,8 @@ def main() -> None:
 
     cfg = load_params(sections=SECTIONS)
     paths = cfg.paths
-    images, labels = load_split(paths.data, cfg.data.files, "test")
+    packed = packed_splits.from_config(cfg)  # data=folder: the packed arrays
+    images, labels = packed.split("test") if packed else load_split(paths.data, cfg.data.files, "test")
     details = json.loads(Path(paths.eval_details).read_text())
     drawn = figures.draw_all(
         load_weights(cfg, checkpoint_path(cfg, BEST)),
