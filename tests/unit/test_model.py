@@ -110,3 +110,28 @@ def test_training_that_reaches_max_epochs_is_not_reported_cut_short(tiny_cfg, ca
     assert "stopped training after" not in caplog.text
     run = mlflow.MlflowClient(tiny_cfg.mlflow.tracking_uri).get_run(result.run_id)
     assert "aeflow.stopped_by" not in run.data.tags
+
+
+def test_checkpoint_loads_into_the_plain_network_with_either_key_layout(tiny_cfg, tmp_path):
+    from aeflow.models.components import AutoencoderNet
+    from aeflow.models.weights import load_weights
+
+    torch.manual_seed(0)
+    module = instantiate_model(tiny_cfg)
+    state = module.state_dict()
+    assert all(key.startswith("net.") for key in state)  # the LightningModule holds the network as `net`
+    older = {key.removeprefix("net."): value for key, value in state.items()}  # networks held directly
+    x = torch.rand(3, 1, 28, 28)
+    for name, layout in (("current", state), ("direct", older)):
+        torch.save({"state_dict": layout}, tmp_path / f"{name}.ckpt")
+        net = load_weights(tiny_cfg, tmp_path / f"{name}.ckpt")
+        assert type(net) is AutoencoderNet and not net.training
+        assert torch.equal(net(x), module.eval()(x)) and torch.equal(net.encode(x), module.encode(x))
+
+
+def test_per_step_attributes_skip_module_bookkeeping_but_stay_attributes():
+    model = instantiate_model(compose([]))
+    model._current_fx_name = "training_step"  # what Lightning sets around every hook
+    assert model._current_fx_name == "training_step" and "_current_fx_name" not in model._modules
+    model.extra = torch.nn.Linear(1, 1)  # any other module still registers as a submodule
+    assert "extra" in model._modules

