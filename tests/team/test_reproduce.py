@@ -15,8 +15,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE, MLFLOW_
 from aeflow.tracking.lineage import CONFIG_ARTIFACT
 from aeflow.tracking.reproduce import COMPARISON_ARTIFACT, EXIT_MISMATCH, EXIT_REFUSED
 from aeflow.tracking.runs import git_dirty
-from tests.helpers import FAST, clone_project, compose
-from tests.team.conftest import BIN, env_for, run
+from tests.helpers import BIN, FAST, clone_project, run, user_env
 
 # The tests on one pipeline run (`original`) are `slow`; tests/conftest.py puts them on one worker,
 # in this order: the last one tampers with the run.
@@ -32,12 +31,16 @@ class Original:
     client: mlflow.MlflowClient
 
 
+def overrides(mnist_mirror: Path) -> list[str]:
+    return [f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", *FAST]
+
+
 @pytest.fixture(scope="module")
 def original(tmp_path_factory, mnist_mirror) -> Original:
     """One pipeline run in a clone whose params.yaml is composed after the commit (as `dvc exp run`
     leaves it), tracked to the clone's own SQLite store."""
     project = clone_project(tmp_path_factory.mktemp("reproduce"))
-    compose(project, f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", *FAST)
+    in_clone(project, str(BIN / "python"), "-m", "aeflow.config", *overrides(mnist_mirror))  # params.yaml
     in_clone(project, "dvc", "repro")
     run_id = json.loads((project / "models/run.json").read_text())["run_id"]
     return Original(project, run_id, mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}"))
@@ -47,7 +50,7 @@ def in_clone(project: Path, *cmd: str) -> subprocess.CompletedProcess:
     """Run `cmd` on the clone's own code (the environment's editable install is this checkout's, which
     other work may change while the tests run); fail with its output if it fails."""
     proc = subprocess.run(
-        cmd, cwd=project, env=env_for(PYTHONPATH=str(project / "src")), capture_output=True, text=True
+        cmd, cwd=project, env=user_env(PYTHONPATH=str(project / "src")), capture_output=True, text=True
     )
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
@@ -57,7 +60,7 @@ def reproduce(project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "aeflow"), "reproduce", *args],
         cwd=project,
-        env=env_for(PYTHONPATH=str(project / "src")),
+        env=user_env(PYTHONPATH=str(project / "src")),
         capture_output=True,
         text=True,
     )
@@ -194,3 +197,29 @@ def test_a_tampered_metric_is_reported_as_a_mismatch(original):
     assert all(cells[3] == "yes" for metric, cells in rows.items() if metric != TAMPERED), proc.stdout
     assert "NOT reproduced: 1 of" in proc.stdout
     assert {r.data.tags["aeflow.reproduced"] for r in reproductions(client, original.run_id)} >= {"false"}
+
+
+@pytest.mark.slow
+def test_a_run_made_by_dvc_exp_run_is_reproduced_from_its_experiment(original, mnist_mirror):
+    project, client = original.project, original.client
+    baseline = run(project, "git", "rev-parse", "HEAD").stdout.strip()
+    # A code change no config records: dirty against the baseline, saved in the experiment's commit.
+    stage = project / "src/aeflow/stages/train.py"
+    stage.write_text(stage.read_text() + "\n# changed in the workspace, kept by the experiment\n")
+    sets = [arg for override in overrides(mnist_mirror) for arg in ("-S", override)]
+    in_clone(project, "dvc", "exp", "run", "-n", "code-change", *sets)
+    run_id = json.loads((project / "models/run.json").read_text())["run_id"]
+    tags = client.get_run(run_id).data.tags
+    assert (tags["dvc_exp_name"], tags["dvc_baseline_rev"], tags["git_dirty"]) == (
+        "code-change",
+        baseline,
+        "true",
+    )
+    proc = reproduce(project, run_id)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    experiment = run(
+        project, "git", "rev-parse", f"refs/exps/{baseline[:2]}/{baseline[2:]}/code-change"
+    ).stdout
+    (copy,) = reproductions(client, run_id)
+    assert copy.data.tags["git_commit"] == experiment.strip() != baseline
+    assert copy.data.tags["git_dirty"] == "false" and copy.data.tags["aeflow.reproduced"] == "true"
