@@ -76,6 +76,15 @@ def start_server(
     pytest.fail(f"{' '.join(cmd)} did not answer on {url}{ready_path}:\n{log.read_text()[-4000:]}")
 
 
+def serve_model(model_uri: str, cwd: Path, tracking_uri: str) -> Server:
+    """`mlflow models serve` of `model_uri` on a free port of 127.0.0.1, started and answering /ping."""
+    port = free_port()
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    log = cwd / "serve.log"
+    return start_server(command, port, log, cwd=cwd, ready_path="/ping", tracking_uri=tracking_uri)
+
+
 def stop_server(server: Server) -> None:
     if server.proc.poll() is None:
         os.killpg(server.proc.pid, 15)  # the server's own process group (it forks workers)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from aeflow.data.idx import read_idx
-from tests.team.conftest import BIN, MODEL_NAME, free_port, start_server, stop_server
+from tests.team.conftest import MODEL_NAME, serve_model, stop_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -26,29 +26,7 @@ def _post(url: str, body: dict) -> dict:
 def test_served_model_encodes_and_reconstructs(team_project, tracking_server, tmp_path):
     images = read_idx(team_project.path / "data/raw/t10k-images-idx3-ubyte")[:5]
     x = images.reshape(5, -1).astype(np.float32) / 255.0
-    port = free_port()
-    server = start_server(
-        [
-            str(BIN / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            f"models:/{MODEL_NAME}/1",
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        port,
-        tmp_path / "serve.log",
-        cwd=tmp_path,
-        ready_path="/ping",
-        tracking_uri=tracking_server.url,
-    )
+    server = serve_model(f"models:/{MODEL_NAME}/1", tmp_path, tracking_server.url)
     try:
         url = server.url + "/invocations"
         codes = np.asarray(_post(url, {"inputs": x.tolist(), "params": {"output": "code"}})["predictions"])
