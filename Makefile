@@ -4,8 +4,6 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# The lock, exported for this machine's platform with every file's sha256.
-LOCKED := $(VENV)/requirements.txt
 # pytest-xdist workers for `make test` (each test process uses one thread: tests/conftest.py).
 TEST_WORKERS ?= 2
 UI_HOST ?= 127.0.0.1
@@ -16,16 +14,14 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 env: $(STAMP)
 
-# uv (the version uv.lock pins) exports the lock for this platform; pip installs
-# exactly that, every file checked against the lock's sha256 (pip also takes
-# matching files from a local wheel cache or index, which uv would download again).
+# pip bootstraps uv (the version uv.lock pins); `uv sync --locked` then makes the
+# venv exactly the lock for this platform (every file checked against its sha256;
+# --locked: fails if uv.lock does not match pyproject.toml), aeflow editable.
 $(STAMP): uv.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check \
 	  "uv==$$($(BIN)/python -c 'import tomllib; print(next(p["version"] for p in tomllib.load(open("uv.lock", "rb"))["package"] if p["name"] == "uv"))')"
-	$(BIN)/uv export --locked --offline --quiet --no-emit-project --extra dev -o $(LOCKED)
-	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r $(LOCKED)
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --locked --extra dev --python $(BIN)/python --quiet
 	touch $@
 
 ## re-resolve uv.lock after editing the dependencies in pyproject.toml (needs the package index)
