@@ -95,7 +95,9 @@ def anomaly_evaluation(
         normal_index = torch.isin(test_labels, torch.as_tensor(list(classes))).nonzero().flatten()
     normal = test_images[normal_index].unsqueeze(1)  # (N, 1, H, W) uint8
     names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
-    outsides: dict[str, dict[str, torch.Tensor]] = {A.SHIFT: shifted_copies(normal, names, seed)}
+    outsides: dict[str, dict[str, torch.Tensor]] = {}
+    if names:
+        outsides[A.SHIFT] = shifted_copies(normal, names, seed)
     if ood_sets:
         outsides[A.OOD] = dict(ood_sets)
     if classes is not None:
@@ -103,7 +105,8 @@ def anomaly_evaluation(
         rest[normal_index] = False
         outsides[A.OTHER_CLASSES] = {"rest": test_images[rest]}
     result = A.evaluate_anomaly(scores_of, normal, outsides, thresholds, quantile, extreme_n, normal_index)
-    result.metrics[A.SHIFT] = with_mean(result.metrics[A.SHIFT])
+    if A.SHIFT in result.metrics:
+        result.metrics[A.SHIFT] = with_mean(result.metrics[A.SHIFT])
     result.details["served_score"] = score
     for protocol in outsides:
         for name in result.metrics[protocol]:
