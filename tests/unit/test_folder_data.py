@@ -83,6 +83,8 @@ def test_folder_without_subfolders_is_unlabeled(tmp_path):
     dm = module(tmp_path / "out", GREY, batch_size=8)
     assert not dm.labelled
     assert all(bool((labels == -1).all()) for _, labels in dm.splits.values())
+    with pytest.raises(DataError, match="put the images in class subfolders"):
+        dm.packed.setup("test")  # what evaluation calls: it needs labels
 
 
 def test_every_bad_file_is_named_and_nothing_is_written(tmp_path):
@@ -211,7 +213,9 @@ def test_folder_config_sizes_the_models():
     cfg = folder_cfg("data.image_size=[32,32]", "data.input_features=1024")
     validate(cfg)
     assert cfg.model.encoder.in_features == cfg.model.decoder.out_features == 1024
-    cfg = folder_cfg("data.image_size=[32,32]", "data.channels=3", "data.input_features=3072", "experiment=conv")
+    cfg = folder_cfg(
+        "data.image_size=[32,32]", "data.channels=3", "data.input_features=3072", "experiment=conv"
+    )
     validate(cfg)
     assert cfg.model.encoder.in_channels == cfg.model.decoder.out_channels == 3
     assert cfg.model.encoder.image_size == cfg.model.decoder.image_size == 32
