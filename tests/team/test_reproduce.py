@@ -200,7 +200,7 @@ def test_a_tampered_metric_is_reported_as_a_mismatch(original):
 
 
 @pytest.mark.slow
-def test_a_run_made_by_dvc_exp_run_is_reproduced_from_its_experiment(original, mnist_mirror):
+def test_a_run_made_by_dvc_exp_run_is_reproduced_from_its_experiment_and_remote_data(original, mnist_mirror):
     project, client = original.project, original.client
     baseline = run(project, "git", "rev-parse", "HEAD").stdout.strip()
     # A code change no config records: dirty against the baseline, saved in the experiment's commit.
@@ -215,8 +215,17 @@ def test_a_run_made_by_dvc_exp_run_is_reproduced_from_its_experiment(original, m
         baseline,
         "true",
     )
+    # The data only on a DVC remote (a local folder): the reproduction pulls it.
+    in_clone(project, "dvc", "remote", "add", "--local", "-d", "store", str(project.parent / "dvc-remote"))
+    in_clone(project, "dvc", "push")
+    cache = project / ".dvc/cache/files/md5"
+    listing = cache / tags["data_dvc_md5"][:2] / tags["data_dvc_md5"][2:]
+    for entry in json.loads(listing.read_text()):
+        (cache / entry["md5"][:2] / entry["md5"][2:]).unlink()
+    listing.unlink()
     proc = reproduce(project, run_id)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "not in the DVC cache, trying `dvc pull`" in proc.stderr
     experiment = run(
         project, "git", "rev-parse", f"refs/exps/{baseline[:2]}/{baseline[2:]}/code-change"
     ).stdout

@@ -277,7 +277,8 @@ def git_dirty() -> bool:
     """Whether code or config sources differ from the commit a run records (`SOURCE_PATHS`).
 
     A run made by `dvc exp run` is compared with its experiment's baseline
-    (DVC_EXP_BASELINE_REV), the commit `aeflow reproduce` rebuilds it from.
+    (DVC_EXP_BASELINE_REV): a code change it ran is dirt there, though the
+    experiment's own commit, which `aeflow reproduce` uses, keeps it.
     """
     base = os.environ.get("DVC_EXP_BASELINE_REV") or "HEAD"
     try:
