@@ -95,3 +95,25 @@ def test_inverted_images_score_higher_and_bad_params_are_refused(logged):
     assert model.predict(_flat(255 - test), params={"output": "is_anomaly", "score": "sq_err"}).mean() > 0.9
     with pytest.raises(Exception, match="score='pca': allowed: sq_err, bce, mahalanobis"):
         model.predict(_flat(test), params={"output": "score", "score": "pca"})
+
+
+def test_aeflow_encode_writes_the_served_scores_and_flags(logged, tmp_path):
+    from omegaconf import OmegaConf
+
+    from aeflow.serving.encode import main
+
+    folder, cfg, splits = logged
+    images = splits["test"][0].numpy()
+    np.save(tmp_path / "digits.npy", images)
+    params = tmp_path / "params.yaml"
+    OmegaConf.save(cfg, params)
+    served = mlflow.pyfunc.load_model(str(folder))
+    expected = served.predict(_flat(splits["test"][0]), params={"output": "score"})
+    checkpoint = Path(cfg.paths.checkpoints) / "best.ckpt"
+    for source in (["--model", str(folder)], ["--checkpoint", str(checkpoint), "--params", str(params)]):
+        out = tmp_path / source[0].strip("-")
+        main([str(tmp_path / "digits.npy"), "--out", str(out), "--scores", *source])
+        scores, flags = np.load(out / "scores.npy"), np.load(out / "is_anomaly.npy")
+        np.testing.assert_allclose(scores, expected, rtol=1e-6)
+        state = DetectorState.load(next(folder.rglob("detector.json")))
+        np.testing.assert_array_equal(flags, scores > state.thresholds[state.score])

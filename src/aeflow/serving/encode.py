@@ -7,7 +7,9 @@ Input: a folder of H x W grayscale PNGs (the model's image size, 28 x 28 for
 MNIST; sorted by name), or an .npy array (N, H, W) / (N, H*W), uint8 in
 0..255 or floats in [0, 1]. Output in --out: codes.npy (N, latent_dim),
 reconstructions.npy (N, H, W) in [0, 1], names.txt (one input name per row)
-and reconstructions/<name>.png.
+and reconstructions/<name>.png; with --scores also scores.npy (N,) and
+is_anomaly.npy (N,) from the model's anomaly detector (the logged model's, or
+the detector.json the train stage writes beside the checkpoint).
 
 The model is an MLflow model URI (models:/<name>/<version>, models:/<name>@<alias>,
 runs:/<run_id>/model; resolved against MLFLOW_TRACKING_URI or the project's
@@ -31,6 +33,7 @@ from aeflow.models.shapes import unflatten_square
 log = logging.getLogger(__name__)
 
 Predict = Callable[[np.ndarray, str], np.ndarray]
+DETECTOR_FILE = "detector.json"  # written by the train stage beside the checkpoints
 
 
 class InputError(AeflowError):
@@ -84,16 +87,23 @@ def from_model_uri(uri: str, tracking_uri: str | None = None) -> Predict:
 
 def from_checkpoint(checkpoint: str | Path, params: str | Path) -> Predict:
     from aeflow.config.params import load_params
+    from aeflow.evaluation.anomaly import DetectorState
     from aeflow.models.weights import load_weights
     from aeflow.serving import pyfunc as serving
 
     cfg = load_params(params, sections=("model", "optimizer"))
     model = load_weights(cfg, checkpoint)  # torch.load(weights_only=True)
-    return lambda x, output: serving.predict(model, x, output)
+    # The anomaly detector the train stage fitted, beside the checkpoint (for --scores).
+    detector = Path(checkpoint).with_name(DETECTOR_FILE)
+    state = DetectorState.load(detector) if detector.is_file() else None
+    return lambda x, output: serving.predict(model, x, output, state)
 
 
-def encode(images: np.ndarray, names: list[str], predict: Predict, out: str | Path) -> dict[str, Path]:
-    """Write codes, reconstructions and their PNGs for `images` (N, H, W) to `out`."""
+def encode(
+    images: np.ndarray, names: list[str], predict: Predict, out: str | Path, scores: bool = False
+) -> dict[str, Path]:
+    """Write codes, reconstructions and their PNGs for `images` (N, H, W) to `out`; with `scores`,
+    also each image's anomaly score and flag (scores.npy, is_anomaly.npy)."""
     from PIL import Image
 
     out = Path(out)
@@ -109,6 +119,10 @@ def encode(images: np.ndarray, names: list[str], predict: Predict, out: str | Pa
     np.save(written["codes"], codes.astype(np.float32))
     np.save(written["reconstructions"], recon.astype(np.float32))
     written["names"].write_text("".join(f"{n}\n" for n in names))
+    if scores:
+        for output, file in (("score", "scores.npy"), ("is_anomaly", "is_anomaly.npy")):
+            written[output] = out / file
+            np.save(written[output], np.asarray(predict(flat, output)))
     for name, image in zip(names, recon):
         Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8), mode="L").save(
             out / "reconstructions" / f"{name}.png"
@@ -127,6 +141,11 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--checkpoint", help="Lightning checkpoint, e.g. models/best.ckpt")
     parser.add_argument("--params", default="params.yaml", help="config of --checkpoint (params.yaml)")
     parser.add_argument(
+        "--scores",
+        action="store_true",
+        help="also write each image's anomaly score and flag (scores.npy, is_anomaly.npy)",
+    )
+    parser.add_argument(
         "--tracking-uri",
         help="MLflow tracking URI for --model (default: MLFLOW_TRACKING_URI, else the project's store)",
     )
@@ -144,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.model
             else from_checkpoint(args.checkpoint, args.params)
         )
-        written = encode(images, names, predict, args.out)
+        written = encode(images, names, predict, args.out, scores=args.scores)
     except errors as exc:
         sys.exit(f"error: {exc}")
     codes = np.load(written["codes"])
