@@ -51,7 +51,7 @@ test: $(STAMP)
 
 ## unit tests only: in-process, synthetic data, no stage subprocesses (well under a minute)
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m unit
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m unit
 
 ## training speed: Lightning vs a hand-written loop, matmul peak, data wait, stage start-up
 ## (a few minutes on a CPU; results in bench-results/). e.g. make bench BENCH_ARGS="--threads 1"

@@ -9,7 +9,10 @@ analytics or update checks.
 from __future__ import annotations
 
 import os
+import sys
 
+# Thread counts are read when torch is first imported: these settings only work before that.
+TORCH_IMPORTED_FIRST = "torch" in sys.modules
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 os.environ["DVC_NO_ANALYTICS"] = "1"
@@ -17,7 +20,6 @@ os.environ["DVC_NO_ANALYTICS"] = "1"
 import gzip  # noqa: E402 (the settings above must come first)
 import inspect  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
