@@ -79,8 +79,21 @@ def start_server(
 def serve_model(model_uri: str, cwd: Path, tracking_uri: str) -> Server:
     """`mlflow models serve` of `model_uri` on a free port of 127.0.0.1, started and answering /ping."""
     port = free_port()
-    command = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    command = [
+        str(BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     log = cwd / "serve.log"
     return start_server(command, port, log, cwd=cwd, ready_path="/ping", tracking_uri=tracking_uri)
 

