@@ -214,8 +214,9 @@ def sections(
             "Reconstruction of the test images, then feature quality: a k-NN classifier "
             f"(k={probes.get('knn_k', '?')}) and a logistic-regression probe fitted on the codes of "
             f"{probes.get('probe_train_images', '?')} training images and scored on the codes of "
-            f"{probes.get('test_images', '?')} test images, beside PCA codes of the same size and raw pixels. "
-            "Squared error per image is summed over the 784 pixels (in [0, 1]) and averaged over images.",
+            f"{probes.get('test_images', '?')} test images, beside PCA codes of the same size and raw "
+            "pixels. Squared error per image is summed over the 784 pixels (in [0, 1]) and averaged "
+            "over images.",
             metrics_table(cfg, metrics),
         ),
         ("Reference", hinton_text(cfg, metrics), None),
