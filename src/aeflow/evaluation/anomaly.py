@@ -37,7 +37,6 @@ SQ_ERR, BCE, MAHALANOBIS, PCA_SCORE = "sq_err", "bce", "mahalanobis", "pca"
 MODEL_SCORES = (SQ_ERR, BCE, MAHALANOBIS)  # what the served model computes
 SCORES = (*MODEL_SCORES, PCA_SCORE)
 AUROC, AUPRC, FPR95, FLAGGED = "auroc", "auprc", "fpr95", "flagged"
-SEPARATION_METRICS = (AUROC, AUPRC, FPR95)
 # Protocols: shifted copies of the test images, other data sets, the classes left out of training.
 SHIFT, OOD, OTHER_CLASSES = "shift", "ood", "other_classes"
 ANOMALY = "anomaly"  # the section of metrics/evaluate.json and of the details file
@@ -50,7 +49,6 @@ SCORE_LABELS = {
     MAHALANOBIS: "Mahalanobis distance² of the code",
     PCA_SCORE: "PCA squared error per image",
 }
-METRIC_LABELS = {AUROC: "AUROC", AUPRC: "AUPRC", FPR95: "FPR at 95% TPR", FLAGGED: "share flagged"}
 
 
 # --- per-image scores ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from aeflow.data.classes import class_mask
 from aeflow.evaluation import anomaly as A
 from aeflow.evaluation.anomaly import as_float
 from aeflow.evaluation.corruptions import shifted_copies
@@ -92,7 +93,7 @@ def anomaly_evaluation(
     if classes is None:
         normal_index = torch.arange(len(test_labels))
     else:
-        normal_index = torch.isin(test_labels, torch.as_tensor(list(classes))).nonzero().flatten()
+        normal_index = class_mask(test_labels, classes).nonzero().flatten()
     normal = test_images[normal_index].unsqueeze(1)  # (N, 1, H, W) uint8
     names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
     outsides: dict[str, dict[str, torch.Tensor]] = {}
