@@ -304,7 +304,8 @@ def evaluate_anomaly(
 
 
 def best_score(metrics: Mapping, protocol: str, name: str, metric: str = AUROC) -> tuple[str, float]:
-    """(score, value) with the highest `metric` for one set of the `anomaly` metrics."""
+    """(score, value): the autoencoder's score (PCA's is the baseline, not a candidate) with the
+    highest `metric` for one set of the `anomaly` metrics."""
     scored = metrics[protocol][name]
-    best = max(scored, key=lambda k: scored[k][metric])
+    best = max((k for k in scored if k != PCA_SCORE), key=lambda k: scored[k][metric])
     return best, scored[best][metric]

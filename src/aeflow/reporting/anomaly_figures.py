@@ -37,12 +37,13 @@ def _sets(metrics: Mapping) -> list[tuple[str, str]]:
 
 
 def auroc_table(metrics: Mapping) -> Table:
-    """One row per outside set, AUROC of every score (the best in bold-free brackets), PCA last."""
+    """One row per outside set: the AUROC of every score (* marks the autoencoder's best), PCA last,
+    and the false-positive rate at 95% TPR of the best."""
     scores = list(A.SCORES)
     rows = []
     for protocol, name in _sets(metrics):
         scored = metrics[protocol][name]
-        best = max((s for s in scores if s != A.PCA_SCORE), key=lambda s: scored[s][A.AUROC])
+        best, _ = A.best_score(metrics, protocol, name)
         cells = [fmt(scored[s][A.AUROC], 3) + (" *" if s == best else "") for s in scores]
         rows.append([f"{PROTOCOL_NAMES[protocol]}: {name}", *cells, fmt(scored[best][A.FPR95], 3)])
     header = ["outside images", *(f"AUROC {A.SCORE_LABELS[s]}" for s in scores), "FPR95 of *"]
