@@ -56,3 +56,16 @@ def test_pca_saved_and_loaded_gives_the_same_projection(tmp_path):
     assert torch.equal(back.encode(data), pca.encode(data)) and torch.equal(
         back.first(2).components, pca.components[:, :2]
     )
+
+
+def test_one_thread_block_restores_the_thread_count():
+    from aeflow.evaluation.pca import one_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
