@@ -132,6 +132,7 @@ def tiny_cfg(tmp_path: Path, synthetic_data):
         "per_digit",
         "report_html",
         "report_md",
+        "pca",
     ):
         cfg.paths[key] = str(tmp_path / "out" / cfg.paths[key])
     cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
