@@ -106,7 +106,7 @@ def test_detector_state_round_trips_through_json_and_scores_alike(tmp_path):
 
     train, val = torch.rand(100, 1, 4, 4, generator=gen), torch.rand(200, 1, 4, 4, generator=gen)
     state = A.fit_detector(encode, decode, train, val, quantile=0.9, score=A.MAHALANOBIS)
-    state.save(tmp_path / "detector.json")
+    state.write(tmp_path / "detector.json")
     loaded = A.DetectorState.load(tmp_path / "detector.json")
     assert loaded.score == A.MAHALANOBIS and loaded.quantile == 0.9 and loaded.validation_images == 200
     val_scores = A.model_scores(encode, decode, loaded.gaussian, val)

@@ -50,7 +50,7 @@ def test_pca_rejects_bad_component_count():
 def test_pca_saved_and_loaded_gives_the_same_projection(tmp_path):
     data = torch.randn(50, 12, generator=torch.Generator().manual_seed(1))
     pca = PCA(4).fit(data)
-    pca.save(tmp_path / "pca.npz")
+    pca.write(tmp_path / "pca.npz")
     back = PCA.load(tmp_path / "pca.npz")
     assert back.k == 4
     assert torch.equal(back.encode(data), pca.encode(data)) and torch.equal(

@@ -198,7 +198,8 @@ class DetectorState:
             precision=torch.tensor(self.precision, dtype=torch.float64),
         )
 
-    def save(self, path: str | Path) -> None:
+    def write(self, path: str | Path) -> None:
+        """The detector as JSON, written atomically (aeflow.io)."""
         from aeflow.io import write_text
 
         write_text(path, json.dumps(asdict(self)))

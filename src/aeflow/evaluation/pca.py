@@ -62,7 +62,7 @@ class PCA:
         out.explained_variance = self.explained_variance[:n]
         return out
 
-    def save(self, path: str | os.PathLike) -> None:
+    def write(self, path: str | os.PathLike) -> None:
         """The fit as an .npz file (float64 arrays), written atomically."""
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(
@@ -74,7 +74,7 @@ class PCA:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PCA:
-        """The fit `save` wrote."""
+        """The fit `write` wrote."""
         with np.load(path, allow_pickle=False) as data:
             out = cls(int(data["components"].shape[1]))
             out.mean, out.components, out.explained_variance = (

@@ -24,7 +24,7 @@ def main() -> None:
     write_json(cfg.paths.eval_metrics, result.metrics)
     write_json(cfg.paths.eval_details, result.details)
     write_csv(cfg.paths.per_digit, result.per_digit_rows)
-    result.pca.save(cfg.paths.pca)
+    result.pca.write(cfg.paths.pca)
     log_to_run(cfg, result.metrics)
 
 

@@ -349,7 +349,7 @@ def log_best_model(cfg: DictConfig, best: Path, datamodule: pl.LightningDataModu
     example = (images[:4].reshape(4, -1).float() / 255.0).cpu().numpy()
     # The anomaly detector the served model scores with (scores' thresholds on the validation split).
     detector = Path(cfg.paths.checkpoints) / "detector.json"
-    serving.fit_detector(cfg, model, datamodule.splits).save(detector)
+    serving.fit_detector(cfg, model, datamodule.splits).write(detector)
     serving.log_model(model, config_file, weights, example, detector)
     # The encoder and decoder as ONNX files too, for runtimes without PyTorch.
     onnx_dir = onnx_export.export(model, Path(cfg.paths.checkpoints) / "onnx", (1, *images.shape[1:]))
