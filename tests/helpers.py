@@ -34,6 +34,8 @@ FAST = [
     # Evaluation probes fitted on fewer training codes (the test set stays the full 10k).
     "evaluate.probe_train_size=2000",
     "visualize.map_points=2000",
+    # Two shifted copies instead of every one: the shift protocol still runs end to end.
+    "evaluate.corruptions=[flip_lr,gaussian_noise]",
 ]
 
 
