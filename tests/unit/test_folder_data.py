@@ -76,6 +76,16 @@ def test_crop_and_resize_make_every_image_h_by_w(tmp_path):
     assert decoded.shape == (1, 20, 20) and decoded[0, :, 0].max() == 0  # stretched: bands kept
 
 
+def test_exif_orientation_is_applied(tmp_path):
+    pixels = np.zeros((20, 10), np.uint8)  # 10 wide, 20 tall; white top-left corner
+    pixels[:5, :5] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: viewers rotate it 90 degrees clockwise
+    Image.fromarray(pixels).save(tmp_path / "photo.png", exif=exif)
+    decoded = pack_module.decode_image(tmp_path / "photo.png", PackSpec((10, 20)))
+    assert np.array_equal(decoded[0], np.rot90(pixels, k=-1))  # upright: 20 wide, 10 tall
+
+
 def test_folder_without_subfolders_is_unlabeled(tmp_path):
     write_images(tmp_path / "src", 50)
     manifest = pack_folder(tmp_path / "src", tmp_path / "out", GREY, workers=1, progress=False)

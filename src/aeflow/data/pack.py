@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from aeflow.data.folder import SPLITS, FolderIndex, check_fractions, scan_folder
@@ -125,25 +125,31 @@ def _fit(image: Image.Image, height: int, width: int, resize: str) -> Image.Imag
     return image.crop((left, top, left + width, top + height))
 
 
+class BadImage(ValueError):
+    """A file that cannot be packed; the message says why."""
+
+
 def decode_image(path: str | Path, spec: PackSpec) -> np.ndarray:
-    """uint8 (C, H, W) of the image at `path`; ValueError saying why it cannot be used."""
+    """uint8 (C, H, W) of the image at `path`, upright by its EXIF orientation; BadImage if unusable."""
     path = Path(path)
     if path.stat().st_size == 0:
-        raise ValueError("empty file (0 bytes)")
+        raise BadImage("empty file (0 bytes)")
     try:
         with Image.open(path) as image:
             image.load()  # decodes every byte: a truncated file fails here, not in training
             if image.mode not in SUPPORTED_MODES:
-                raise ValueError(
+                raise BadImage(
                     f"mode {image.mode} is not supported (allowed: {', '.join(SUPPORTED_MODES)}); "
                     "save it as 8-bit grey or RGB"
                 )
-            fitted = _fit(image.convert(CHANNELS[spec.channels]), *spec.image_size, spec.resize)
+            # Cameras store portrait photos sideways with an orientation tag that viewers apply.
+            upright = ImageOps.exif_transpose(image)
+            fitted = _fit(upright.convert(CHANNELS[spec.channels]), *spec.image_size, spec.resize)
             pixels = np.asarray(fitted, dtype=np.uint8)
-    except ValueError:
+    except BadImage:
         raise
     except Exception as exc:  # noqa: BLE001 (Pillow raises OSError, SyntaxError, struct.error, ...)
-        raise ValueError(f"unreadable image ({type(exc).__name__}: {exc})") from None
+        raise BadImage(f"unreadable image ({type(exc).__name__}: {exc})") from None
     return pixels.reshape(*spec.image_size, spec.channels).transpose(2, 0, 1)  # (C, H, W)
 
 
@@ -151,7 +157,7 @@ def _decode_job(job: tuple[str, PackSpec]) -> np.ndarray | str:
     """What a pool worker returns: the pixels, or why the file is bad (exceptions do not pickle well)."""
     try:
         return decode_image(*job)
-    except (ValueError, OSError) as exc:
+    except (BadImage, OSError) as exc:  # OSError: the file vanished or cannot be opened
         return str(exc)
 
 
