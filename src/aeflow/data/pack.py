@@ -16,6 +16,7 @@ never a half-written array that a reader accepts.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import multiprocessing
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 from aeflow.data.folder import SPLITS, FolderIndex, check_fractions, scan_folder
 from aeflow.errors import ConfigError, DataError
-from aeflow.io import atomic_path, remove_temporaries, write_json
+from aeflow.io import atomic_path, remove_temporaries, write_bytes, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -238,9 +239,10 @@ def _write_split(
             bar.update()
     images.flush()
     del images  # closes the map before the file is synced and renamed
-    with open(tmp["labels"], "wb") as fh:
-        np.save(fh, np.asarray(index.labels[split], dtype=np.int64))
-    tmp["files"].write_text("".join(f"{name}\n" for name in names))
+    labels = io.BytesIO()
+    np.lib.format.write_array(labels, np.asarray(index.labels[split], dtype=np.int64))  # .npy bytes
+    write_bytes(tmp["labels"], labels.getvalue())
+    write_text(tmp["files"], "".join(f"{name}\n" for name in names))
     return bad
 
 
