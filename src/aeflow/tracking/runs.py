@@ -208,8 +208,9 @@ def ensure_experiment(client: mlflow.MlflowClient, name: str, uri: str) -> str:
     if exp is not None:
         return exp.experiment_id
     location = None
-    if uri.startswith("sqlite:"):
-        location = (project_root() / ARTIFACTS_DIR).resolve().as_uri()
+    database = sqlite_path(uri)
+    if database is not None:  # beside the database file: the project's mlflow.db, or a test's own store
+        location = (database.resolve().parent / ARTIFACTS_DIR).as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:
