@@ -38,7 +38,7 @@ def test_repro_produces_every_declared_output(project):
         "plots/figures/reconstructions.png",
         "plots/figures/codes_2d.png",
         "plots/figures/loss.png",
-        # issue 4: evaluation details, the per-digit DVC plot, the new figures, the report
+        # evaluation details, the per-digit DVC plot, the figures, the report
         "metrics/evaluate_details.json",
         "plots/per_digit.csv",
         "plots/figures/worst.png",

@@ -1,4 +1,4 @@
-"""Presets and building blocks (issue 3): each composes, validates, builds and trains.
+"""Presets and building blocks: each composes, validates, builds and trains.
 
 Training runs a real pl.Trainer for two steps on the tiny synthetic IDX data
 of tests/conftest.py, so every combination is exercised end to end on the CPU.
