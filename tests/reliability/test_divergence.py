@@ -35,7 +35,8 @@ def test_nan_loss_fails_the_stage_and_the_run_without_a_model(tiny_data, tmp_pat
     [run] = store_runs(tmp_path / "mlflow.db")
     assert run.info.status == "FAILED"
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert client.list_artifacts(run.info.run_id) == []  # no model logged as if it were good
+    # No model logged as if it were good: only the config the run was started with.
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config"]
     assert logged_models(client, run.info.run_id) == set()
     assert "best_val_loss" not in run.data.metrics
     # Nothing DVC would cache as a result, and nothing left to resume (it would diverge again).

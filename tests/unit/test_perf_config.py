@@ -206,6 +206,8 @@ def test_bench_script_smoke_json_structure(tmp_path, mnist_mirror):
         "64",
         "--data-dir",
         str(tmp_path / "data"),
+        "--mirror",
+        mnist_mirror.as_uri() + "/",
         "--json",
         str(out),
     ]
