@@ -1,4 +1,4 @@
-"""Fast checks of the team-workflow helpers: store location, ranks, registry tags, inputs."""
+"""The team workflow's building blocks: where the store lives, DDP ranks, registry tags, encode inputs."""
 
 from __future__ import annotations
 
