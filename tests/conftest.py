@@ -120,20 +120,8 @@ def tiny_cfg(tmp_path: Path, synthetic_data):
     cfg = compose(TINY)
     cfg.data.files = files
     cfg.paths.data = str(folder)
-    for key in (
-        "checkpoints",
-        "run_info",
-        "train_metrics",
-        "eval_metrics",
-        "loss_curve",
-        "figures",
-        "resume",
-        "eval_details",
-        "per_digit",
-        "report_html",
-        "report_md",
-        "pca",
-    ):
+    # Every output under tmp_path: a path key added later cannot leak into the checkout.
+    for key in [k for k in cfg.paths if k not in ("data", "data_source")]:
         cfg.paths[key] = str(tmp_path / "out" / cfg.paths[key])
     cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     return cfg
