@@ -14,20 +14,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from aeflow.evaluation import anomaly as A  # noqa: E402
-from aeflow.io import atomic_path  # noqa: E402
+from aeflow.reporting.figures import image_grid, save_figure  # noqa: E402
 from aeflow.reporting.report import Figure, Table, fmt  # noqa: E402
 
 HISTOGRAMS = "anomaly_histograms.png"
 ROC = "anomaly_roc.png"
 EXTREMES = "anomaly_extremes.png"
 PROTOCOL_NAMES = {A.SHIFT: "shifted copy", A.OOD: "other data set", A.OTHER_CLASSES: "other classes"}
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def _sets(metrics: Mapping) -> list[tuple[str, str]]:
@@ -82,7 +75,7 @@ def histograms(details: Mapping, path: Path) -> Path:
         axes[r, 0].set_ylabel(where, rotation=0, ha="right", va="center", fontsize=8)
     axes[0, -1].legend(["test images", "outside images"], fontsize=7, loc="upper right")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def roc_curves(details: Mapping, metrics: Mapping, path: Path) -> Path:
@@ -104,26 +97,17 @@ def roc_curves(details: Mapping, metrics: Mapping, path: Path) -> Path:
         ax.legend(fontsize=6, loc="lower right")
     axes[0, 0].set_ylabel("true-positive rate", fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def extremes(images: torch.Tensor, details: Mapping, score: str, path: Path) -> Path:
     """The most (top row) and least (bottom row) anomalous test images by `score`; `images` (N, 1, H, W)."""
     picks = details["extremes"][score]
-    rows = {"most": images[torch.tensor(picks["most"])], "least": images[torch.tensor(picks["least"])]}
-    n = max(len(r) for r in rows.values())
-    fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.2), squeeze=False)
-    for r, (name, row) in enumerate(rows.items()):
-        for c in range(n):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c < len(row):
-                ax.imshow(row[c].squeeze().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-            else:
-                ax.axis("off")
-        axes[r, 0].set_ylabel(f"{name}\nanomalous", rotation=0, ha="right", va="center", fontsize=8)
-    return _save(fig, path)
+    rows = {
+        "most\nanomalous": images[torch.tensor(picks["most"])],
+        "least\nanomalous": images[torch.tensor(picks["least"])],
+    }
+    return save_figure(image_grid(rows), path)
 
 
 def draw(images: torch.Tensor, details: Mapping, metrics: Mapping, out: Path) -> list[Figure]:

@@ -29,7 +29,7 @@ INTERPOLATION = "interpolation.png"
 PER_DIGIT = "per_digit.png"
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -59,10 +59,12 @@ def reconstructions(images: torch.Tensor, model: torch.nn.Module, pca: PCA, path
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _grid(rows: dict[str, torch.Tensor], titles: list[str] | None = None, size: float = 0.9) -> plt.Figure:
+def image_grid(
+    rows: dict[str, torch.Tensor], titles: list[str] | None = None, size: float = 0.9
+) -> plt.Figure:
     """One row of images per entry (each (n, 1, H, W) or (n, H, W) in [0, 1]), labelled on the left."""
     n = max(len(r) for r in rows.values())
     fig, axes = plt.subplots(len(rows), n, figsize=(n * size, len(rows) * size * 1.1), squeeze=False)
@@ -90,8 +92,8 @@ def worst_reconstructed(images: torch.Tensor, model: torch.nn.Module, worst: lis
     idx = torch.tensor([w["index"] for w in worst], dtype=torch.long)
     picked = images[idx]
     titles = [f"#{w['index']} ({w['digit']})\n{w['sq_err_per_image']:.1f}" for w in worst]
-    fig = _grid({"original": picked, "autoencoder": model(picked).clamp(0, 1)}, titles)
-    return _save(fig, path)
+    fig = image_grid({"original": picked, "autoencoder": model(picked).clamp(0, 1)}, titles)
+    return save_figure(fig, path)
 
 
 def interpolation_pairs(labels: torch.Tensor, n_pairs: int) -> list[tuple[int, int]]:
@@ -131,7 +133,7 @@ def interpolation(
         line = torch.stack([(1 - a) * z[0] + a * z[1] for a in alphas])
         rows[f"{int(labels[i])} → {int(labels[j])}"] = model.decode(line)
     titles = [f"{a:.2f}" for a in alphas.tolist()]
-    return _save(_grid(rows, titles), path)
+    return save_figure(image_grid(rows, titles), path)
 
 
 def per_digit_bars(
@@ -161,7 +163,7 @@ def per_digit_bars(
     ax.set_ylabel(ylabel or key.replace("_", " "))
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def to_2d(codes: torch.Tensor) -> tuple[torch.Tensor, str]:
@@ -185,7 +187,7 @@ def code_maps(images: torch.Tensor, labels: torch.Tensor, model, pixel_pca: PCA,
         scatter = ax.scatter(pts[:, 0], pts[:, 1], c=labels.cpu().numpy(), cmap="tab10", s=2, alpha=0.7)
         ax.set_title(title, fontsize=10)
     fig.colorbar(scatter, ax=axes, ticks=range(10), label="digit")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def read_loss_curve(path: str | Path) -> list[dict[str, float]]:
@@ -204,7 +206,7 @@ def loss_curve(rows: list[dict[str, float]], path: Path) -> Path:
     ax.set_yscale("log")
     ax.legend()
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def draw_all(
