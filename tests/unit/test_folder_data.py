@@ -228,7 +228,7 @@ def test_folder_config_sizes_the_models():
     )
     validate(cfg)
     assert cfg.model.encoder.in_channels == cfg.model.decoder.out_channels == 3
-    assert cfg.model.encoder.image_size == cfg.model.decoder.image_size == 32
+    assert cfg.model.encoder.image_size == cfg.model.decoder.image_size == [32, 32]
     assert cfg.data.files == {
         "image_size": [32, 32],
         "resize": "crop",
@@ -255,11 +255,15 @@ def test_mnist_models_are_unchanged():
         (["data.resize=pad"], "data.resize='pad': allowed: crop, resize"),
         (["data.image_size=[32,32]"], "data.input_features=784: 1 channel(s) of 32x32 are 1024 inputs"),
         (["data.val_size=0.5", "data.test_size=0.5"], "must leave images for training"),
+        (["data.channels=3", "data.input_features=784"], "3 channel(s) of 28x28 are 2352 inputs"),
         (
-            ["data.channels=3", "data.input_features=2352"],
-            "the dense model (model=mlp) reconstructs square grey",
+            ["experiment=conv", "data.image_size=[2,32]", "data.input_features=64"],
+            "image H=2 is too small for 2 stride-2 convolutions",
         ),
-        (["experiment=conv", "data.image_size=[28,32]", "data.input_features=896"], "takes square images"),
+        (
+            ["experiment=conv", "data.image_size=[28,28]", "model.encoder.image_size=[28,32]"],
+            "the conv model takes images of its image_size",
+        ),
         (["data.files.channels=3"], "data.files="),
     ],
 )

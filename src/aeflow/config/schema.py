@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from aeflow.errors import ConfigError
 from aeflow.models.choices import ACTIVATIONS, NOISES, NORMS
+from aeflow.models.shapes import check_conv_size, height_width
 
 
 @dataclass
@@ -323,24 +324,40 @@ def _check_folder(cfg: DictConfig, sections: set[str]) -> None:
     if "model" not in sections and "model.networks" not in sections:
         return
     encoder, (channels, height, width) = cfg.model.encoder, spec.shape
-    if "image_size" in encoder and not encoder.image_size == height == width:
+    if "image_size" in encoder and height_width(encoder.image_size) != (height, width):
         raise ConfigError(
             f"model.encoder.image_size={encoder.image_size} with data.image_size=[{height}, {width}]: "
-            "the conv model takes square images of its image_size; set data.image_size=[S, S]"
+            "the conv model takes images of its image_size; set it to the data's [H, W]"
         )
     if encoder.get("in_channels", channels) != channels:
         raise ConfigError(
             f"model.encoder.in_channels={encoder.in_channels}: the data has {channels} channel(s)"
         )
-    if "in_features" in encoder and (channels != 1 or height != width):
-        raise ConfigError(
-            f"data.channels={channels}, data.image_size=[{height}, {width}]: the dense model (model=mlp) "
-            "reconstructs square grey images; use channels 1 and H == W, or model=conv"
-        )
     if encoder.get("in_features", spec.pixels) != spec.pixels:
         raise ConfigError(
             f"model.encoder.in_features={encoder.in_features}: the data has {spec.pixels} pixels"
         )
+
+
+def _check_image_shapes(cfg: DictConfig) -> None:
+    """The conv model's sides suit its strides; the dense decoder's image holds its outputs."""
+    encoder, decoder = cfg.model.get("encoder") or {}, cfg.model.get("decoder") or {}
+    if "image_size" in encoder and encoder.get("channels"):
+        try:
+            check_conv_size(encoder.image_size, len(encoder.channels))
+        except ValueError as exc:
+            raise ConfigError(
+                f"model.encoder.image_size={encoder.image_size} with model.encoder.channels="
+                f"{list(encoder.channels)}: {exc}"
+            ) from None
+    if "out_features" in decoder and decoder.get("image_size") is not None:
+        height, width = height_width(decoder.image_size)
+        shape = (decoder.get("out_channels", 1), height, width)
+        if shape[0] * height * width != decoder.out_features:
+            raise ConfigError(
+                f"model.decoder.out_features={decoder.out_features}: the decoder's image, "
+                f"{shape[0]} channel(s) of {height}x{width}, has {shape[0] * height * width} values"
+            )
 
 
 def _check_values(cfg: DictConfig, sections: set[str]) -> None:
@@ -353,6 +370,7 @@ def _check_values(cfg: DictConfig, sections: set[str]) -> None:
         if cfg.model.get("loss") not in ("mse", "bce"):
             raise ConfigError(f"model.loss={cfg.model.get('loss')!r}: allowed: mse, bce")
         _check_model_choices(cfg)
+        _check_image_shapes(cfg)
     if "optimizer" in sections:
         _positive(cfg, "optimizer.lr", float)
         for key in ("weight_decay", "momentum"):
@@ -431,5 +449,6 @@ def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
         for key in ("model.encoder", "model.decoder"):
             _check_target_node(key, OmegaConf.select(cfg, key))
         _check_model_choices(cfg)
+        _check_image_shapes(cfg)
     _check_schedule_and_callbacks(cfg, sections)
     _check_values(cfg, sections)

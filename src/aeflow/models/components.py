@@ -9,13 +9,14 @@ into `AutoencoderNet`; training wraps it in `aeflow.models.autoencoder.Autoencod
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from aeflow.models.choices import ACTIVATIONS, NORMS
-from aeflow.models.shapes import square_side
+from aeflow.models.shapes import check_conv_size, conv_side, height_width, square_side
 
 _ACTIVATION_CLASSES: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -87,7 +88,12 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """(B, latent_dim) codes -> (B, 1, H, W) logits; the caller applies the output sigmoid."""
+    """(B, latent_dim) codes -> (B, C, H, W) logits; the caller applies the output sigmoid.
+
+    `out_channels` and `image_size` (a side or [H, W]) give the image shape, C * H * W =
+    `out_features`. Without `image_size` (configs that predate it) the shape is inferred:
+    a square grey image when `out_features` is a square number, else plain (B, out_features) vectors.
+    """
 
     def __init__(
         self,
@@ -96,37 +102,41 @@ class MLPDecoder(nn.Module):
         out_features: int = 784,
         activation: str = "sigmoid",
         norm: str = "none",
+        out_channels: int = 1,
+        image_size: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.net = mlp([latent_dim, *hidden, out_features], activation, "identity", norm)
+        self.out_shape: tuple[int, ...]
+        if image_size is not None:
+            self.out_shape = (out_channels, *height_width(image_size))
+            if math.prod(self.out_shape) != out_features:
+                raise ValueError(
+                    f"out_features={out_features}: {out_channels} channel(s) of "
+                    f"{self.out_shape[1]}x{self.out_shape[2]} are {math.prod(self.out_shape)} values"
+                )
+            return
         try:
             side = square_side(out_features)
-            self.out_shape: tuple[int, ...] = (1, side, side)
+            self.out_shape = (1, side, side)
         except ValueError:  # not an image: plain vectors
             self.out_shape = (out_features,)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).view(-1, *self.out_shape)  # (B, 1, H, W) logits
-
-
-def _conv_side(side: int, n_layers: int) -> int:
-    """Side of the feature map after `n_layers` stride-2, kernel-3, padding-1 convolutions."""
-    for _ in range(n_layers):
-        side = (side + 1) // 2
-    return side
+        return self.net(z).view(-1, *self.out_shape)  # (B, C, H, W) logits
 
 
 class ConvEncoder(nn.Module):
     """(B, C, H, W) images -> (B, latent_dim) codes: stride-2 3x3 convolutions, then a linear layer.
 
-    Each conv halves the side (28 -> 14 -> 7 with two layers); `channels` lists
-    the output channels of each.
+    Each conv halves both sides, rounding up (28 -> 14 -> 7 with two layers); `channels`
+    lists the output channels of each. `image_size` is a side S (S x S) or [H, W].
     """
 
     def __init__(
         self,
         in_channels: int = 1,
-        image_size: int = 28,
+        image_size: int | Sequence[int] = 28,
         channels: Sequence[int] = (32, 64),
         latent_dim: int = 32,
         activation: str = "relu",
@@ -136,6 +146,7 @@ class ConvEncoder(nn.Module):
         super().__init__()
         if not channels:
             raise ValueError("channels: need at least one convolution")
+        check_conv_size(image_size, len(channels))
         layers: list[nn.Module] = []
         c_in = in_channels
         for c_out in channels:
@@ -145,8 +156,8 @@ class ConvEncoder(nn.Module):
                 _act(activation),
             ]
             c_in = c_out
-        side = _conv_side(image_size, len(channels))
-        layers += [nn.Flatten(), nn.Linear(c_in * side * side, latent_dim), _act(code_activation)]
+        height, width = (conv_side(s, len(channels)) for s in height_width(image_size))
+        layers += [nn.Flatten(), nn.Linear(c_in * height * width, latent_dim), _act(code_activation)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,8 +168,8 @@ class ConvDecoder(nn.Module):
     """(B, latent_dim) codes -> (B, C, H, W) logits: a linear layer, then stride-2 transposed convs.
 
     Mirrors ConvEncoder: `channels` is given in the encoder's order (e.g. [32, 64])
-    and walked backwards, each transposed convolution doubling the side; the
-    output is cropped to `image_size` where the encoder rounded odd sides up.
+    and walked backwards, each transposed convolution doubling both sides; the
+    output is cropped to `image_size` (S or [H, W]) where the encoder rounded odd sides up.
     """
 
     def __init__(
@@ -166,17 +177,20 @@ class ConvDecoder(nn.Module):
         latent_dim: int = 32,
         channels: Sequence[int] = (32, 64),
         out_channels: int = 1,
-        image_size: int = 28,
+        image_size: int | Sequence[int] = 28,
         activation: str = "relu",
         norm: str = "none",
     ) -> None:
         super().__init__()
         if not channels:
             raise ValueError("channels: need at least one convolution")
+        check_conv_size(image_size, len(channels))
         rev = list(channels)[::-1]
-        self.image_size = image_size
-        self.start = (rev[0], _conv_side(image_size, len(channels)))
-        self.fc = nn.Sequential(nn.Linear(latent_dim, rev[0] * self.start[1] ** 2), _act(activation))
+        height, width = height_width(image_size)
+        self.out_shape = (out_channels, height, width)
+        # (channels, H, W) of the smallest feature map, where the transposed convolutions start
+        self.start = (rev[0], conv_side(height, len(channels)), conv_side(width, len(channels)))
+        self.fc = nn.Sequential(nn.Linear(latent_dim, math.prod(self.start)), _act(activation))
         layers: list[nn.Module] = []
         for c_in, c_out in zip(rev, rev[1:]):
             layers += [
@@ -188,9 +202,9 @@ class ConvDecoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        channels, side = self.start
-        out = self.net(self.fc(z).view(-1, channels, side, side))
-        return out[..., : self.image_size, : self.image_size]  # (B, C, H, W) logits
+        _, height, width = self.out_shape
+        out = self.net(self.fc(z).view(-1, *self.start))
+        return out[..., :height, :width]  # (B, C, H, W) logits
 
 
 class AutoencoderNet(nn.Module):
@@ -204,14 +218,19 @@ class AutoencoderNet(nn.Module):
         super().__init__()
         self.encoder, self.decoder = encoder, decoder
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of the images the network takes and returns (the decoder's output shape)."""
+        return tuple(self.decoder.out_shape)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)  # (B, latent_dim)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.decoder(z))  # (B, 1, H, W) in [0, 1]
+        return torch.sigmoid(self.decoder(z))  # (B, C, H, W) in [0, 1]
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))  # (B, 1, H, W)
+        return self.decoder(self.encoder(x))  # (B, C, H, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
