@@ -1,13 +1,19 @@
 """Helpers shared by every test tier: the tiny config's overrides, the one way to run a
-subprocess (and find a free port for a server), and the real pipeline in a temporary copy."""
+subprocess, real servers on free ports (`mlflow server`, `mlflow models serve`, the UI), and the
+real pipeline in a temporary copy."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -82,6 +88,81 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+
+def start_server(
+    cmd: list[str],
+    port: int,
+    log: Path,
+    cwd: Path,
+    ready_path: str = "/health",
+    tracking_uri: str | None = None,
+    attempts: int = 600,
+) -> Server:
+    """Start `cmd` (which listens on 127.0.0.1:port) and wait until `ready_path` answers 200."""
+    url = f"http://127.0.0.1:{port}"
+    handle = log.open("w")
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=user_env(tracking_uri),
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    for _ in range(attempts):  # polls until the server answers (it loads MLflow, maybe torch)
+        if proc.poll() is not None:
+            pytest.fail(f"{' '.join(cmd)} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url + ready_path, timeout=5) as resp:  # noqa: S310
+                if resp.status == 200:
+                    return Server(url, proc, log)
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    stop_server(Server(url, proc, log))
+    pytest.fail(f"{' '.join(cmd)} did not answer on {url}{ready_path}:\n{log.read_text()[-4000:]}")
+
+
+def stop_server(server: Server, crash: bool = False) -> None:
+    """Stop the server's process group (it forks workers): SIGTERM, or SIGKILL at once with `crash`."""
+    if server.proc.poll() is None:
+        os.killpg(server.proc.pid, signal.SIGKILL if crash else signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+            server.proc.wait()
+
+
+def mlflow_command(*args: str, port: int) -> list[str]:
+    """`mlflow <args>` listening on 127.0.0.1:`port` only, with one worker."""
+    return [str(BIN / "mlflow"), *args, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+
+def start_mlflow_server(
+    root: Path, port: int | None = None, backend_uri: str | None = None, artifacts: Path | None = None
+) -> Server:
+    """A real `mlflow server` on 127.0.0.1 (`port`, default a free one): the SQLite store
+    `root`/server.db unless `backend_uri` names another, artifacts proxied into `artifacts`
+    (default `root`/server-artifacts)."""
+    port = port or free_port()
+    command = mlflow_command(
+        "server",
+        "--backend-store-uri",
+        backend_uri or f"sqlite:///{root / 'server.db'}",
+        "--artifacts-destination",
+        str(artifacts or root / "server-artifacts"),
+        port=port,
+    )
+    return start_server(command, port, root / f"mlflow-server-{port}.log", cwd=root)
 
 
 def in_ci() -> bool:

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -79,45 +74,6 @@ def logged_models(client: mlflow.MlflowClient, run_id: str) -> set[str]:
         [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
     )
     return {m.name for m in models}
-
-
-def start_mlflow_server(port: int, root: Path) -> subprocess.Popen:
-    """`mlflow server` on 127.0.0.1:`port`, its store and artifacts under `root`; returns once it answers."""
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'server.db'}",
-            "--artifacts-destination",
-            (root / "server-artifacts").as_uri(),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env=stage_env(),
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return proc
-        except OSError:
-            assert proc.poll() is None, "mlflow server exited"
-            time.sleep(0.5)
-    raise AssertionError(f"mlflow server on port {port} did not answer /health within 120 s")
-
-
-def kill_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)  # a crash, not a clean shutdown
-        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -16,12 +16,11 @@ import yaml
 
 from aeflow.tracking import runs as tracking
 from tests.conftest import REPO
+from tests.helpers import start_mlflow_server, stop_server
 from tests.reliability.conftest import (
     TINY,
     free_port,
-    kill_server,
     run_stage,
-    start_mlflow_server,
     write_params,
 )
 from tests.reliability.test_bad_data import build_wheel
@@ -232,7 +231,7 @@ def test_no_secret_in_any_file_the_pipeline_writes_or_any_mlflow_record(tiny_dat
         edit=with_credentials,
     )
     secrets = dict.fromkeys(SECRET_ENV, SECRET)
-    server = start_mlflow_server(port, server_root)
+    server = start_mlflow_server(server_root, port)
     try:
         outputs = ""
         for stage in ("train", "evaluate", "visualize"):
@@ -240,7 +239,7 @@ def test_no_secret_in_any_file_the_pipeline_writes_or_any_mlflow_record(tiny_dat
             assert proc.returncode == 0, f"{stage}:\n{proc.stderr[-3000:]}"
             outputs += proc.stdout + proc.stderr
     finally:
-        kill_server(server)
+        stop_server(server, crash=True)
     needles = (SECRET.encode(), PASSWORD.encode())
     assert PASSWORD not in outputs and SECRET not in outputs
 

@@ -16,14 +16,13 @@ import torch
 
 from aeflow.tracking import runs as tracking
 from tests.conftest import make_synthetic_idx
+from tests.helpers import start_mlflow_server, stop_server
 from tests.reliability.conftest import (
     TINY,
     free_port,
-    kill_server,
     logged_models,
     run_stage,
     stage_env,
-    start_mlflow_server,
     write_params,
 )
 
@@ -129,7 +128,7 @@ def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp
         MLFLOW_HTTP_REQUEST_TIMEOUT="5",
         PYTHONPATH=frozen_src,
     )
-    server = start_mlflow_server(port, tmp_path)
+    server = start_mlflow_server(tmp_path, port)
     try:
         train = subprocess.Popen(
             [sys.executable, "-m", "aeflow.stages.train"],
@@ -145,7 +144,7 @@ def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp
             assert train.poll() is None, train.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "no epoch was logged within 600 s"
             time.sleep(0.05)
-        kill_server(server)
+        stop_server(server, crash=True)
         _, err = train.communicate(timeout=600)
         assert train.returncode != 0
         message = err.strip().splitlines()[-1]
@@ -163,7 +162,7 @@ def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp
         assert state["run_id"] == json.loads((project / "models" / "run.json").read_text())["run_id"]
 
         # The server comes back: the next run resumes after the last epoch and finishes the same run.
-        server = start_mlflow_server(port, tmp_path)
+        server = start_mlflow_server(tmp_path, port)
         again = subprocess.run(
             [sys.executable, "-m", "aeflow.stages.train"],
             cwd=project,
@@ -180,4 +179,4 @@ def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp
         assert logged_models(client, run.info.run_id) == {"model"}
         assert not list((project / ".resume").glob("*/*.ckpt"))
     finally:
-        kill_server(server)
+        stop_server(server, crash=True)

@@ -8,11 +8,7 @@ all read that one run.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +16,19 @@ from pathlib import Path
 import pytest
 
 from tests import helpers
-from tests.helpers import BIN, FAST, clone_project, compose, free_port, ran_stages  # noqa: F401 (BIN, free_port: for the tests)
+from tests.helpers import (  # noqa: F401 (BIN, free_port, stop_server: for the tests)
+    BIN,
+    FAST,
+    Server,
+    clone_project,
+    compose,
+    free_port,
+    mlflow_command,
+    ran_stages,
+    start_mlflow_server,
+    start_server,
+    stop_server,
+)
 
 MODEL_NAME = "aeflow-mnist"
 
@@ -35,77 +43,12 @@ def run(
     return helpers.run(cwd, *cmd, env=env_for(tracking_uri), timeout=timeout, check=check)
 
 
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen
-    log: Path
-
-
-def start_server(
-    cmd: list[str],
-    port: int,
-    log: Path,
-    cwd: Path,
-    ready_path: str = "/health",
-    tracking_uri: str | None = None,
-    attempts: int = 600,
-) -> Server:
-    """Start `cmd` (which listens on 127.0.0.1:port) and wait until `ready_path` answers 200."""
-    url = f"http://127.0.0.1:{port}"
-    handle = log.open("w")
-    proc = subprocess.Popen(
-        cmd,
-        cwd=cwd,
-        env=env_for(tracking_uri),
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    for _ in range(attempts):  # polls until the server answers (it loads MLflow, maybe torch)
-        if proc.poll() is not None:
-            pytest.fail(f"{' '.join(cmd)} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url + ready_path, timeout=5) as resp:  # noqa: S310
-                if resp.status == 200:
-                    return Server(url, proc, log)
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    stop_server(Server(url, proc, log))
-    pytest.fail(f"{' '.join(cmd)} did not answer on {url}{ready_path}:\n{log.read_text()[-4000:]}")
-
-
 def serve_model(model_uri: str, cwd: Path, tracking_uri: str) -> Server:
     """`mlflow models serve` of `model_uri` on a free port of 127.0.0.1, started and answering /ping."""
     port = free_port()
-    command = [
-        str(BIN / "mlflow"),
-        "models",
-        "serve",
-        "-m",
-        model_uri,
-        "--env-manager",
-        "local",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    command = mlflow_command("models", "serve", "-m", model_uri, "--env-manager", "local", port=port)
     log = cwd / "serve.log"
     return start_server(command, port, log, cwd=cwd, ready_path="/ping", tracking_uri=tracking_uri)
-
-
-def stop_server(server: Server) -> None:
-    if server.proc.poll() is None:
-        os.killpg(server.proc.pid, 15)  # the server's own process group (it forks workers)
-        try:
-            server.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.proc.pid, 9)
-            server.proc.wait()
 
 
 @dataclass
@@ -118,29 +61,10 @@ class TrackingServer(Server):
 def tracking_server(tmp_path_factory) -> Iterator[TrackingServer]:
     """A real `mlflow server`: SQLite backend, proxied artifacts in a local folder, 127.0.0.1 only."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    backend = f"sqlite:///{root / 'server.db'}"
-    artifacts = root / "artifacts"
-    port = free_port()
-    server = start_server(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            backend,
-            "--artifacts-destination",
-            str(artifacts),
-            "--workers",
-            "1",
-        ],
-        port,
-        root / "server.log",
-        cwd=root,
+    server = start_mlflow_server(root)
+    yield TrackingServer(
+        server.url, server.proc, server.log, f"sqlite:///{root / 'server.db'}", root / "server-artifacts"
     )
-    yield TrackingServer(server.url, server.proc, server.log, backend, artifacts)
     stop_server(server)
 
 

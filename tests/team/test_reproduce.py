@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE, MLFLOW_SOURCE_NAME
 
 from aeflow.tracking.lineage import CONFIG_ARTIFACT
 from aeflow.tracking.reproduce import COMPARISON_ARTIFACT, EXIT_MISMATCH, EXIT_REFUSED
 from aeflow.tracking.runs import git_dirty
-from tests.helpers import BIN, FAST, clone_project, run, user_env
+from tests.helpers import BIN, FAST, clone_project, run, start_mlflow_server, stop_server, user_env
 
-# The tests on one pipeline run (`original`) are `slow`; tests/conftest.py puts them on one worker,
-# in this order: the last one tampers with the run.
+# The tests on one pipeline run (`original`) are `slow`; tests/conftest.py puts them on one worker
+# (the run is built once); none of them changes the original run.
 pytestmark = pytest.mark.integration
 
 TAMPERED = "test/sq_err_per_image"
@@ -185,18 +187,42 @@ def test_git_dirty_counts_only_code_and_config_sources(tmp_path, monkeypatch):
     assert git_dirty()
 
 
+def copy_run(client: mlflow.MlflowClient, run_id: str, **tags: str) -> str:
+    """A finished copy of run `run_id` (tags, params, test metrics, logged config) with `tags` changed."""
+    source = client.get_run(run_id)
+    copy = client.create_run(source.info.experiment_id, tags={**source.data.tags, **tags}).info.run_id
+    client.log_batch(
+        copy,
+        metrics=[Metric(k, v, 0, 0) for k, v in source.data.metrics.items()],
+        params=[Param(k, v) for k, v in source.data.params.items()],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        config = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
+        client.log_artifact(copy, config, str(Path(CONFIG_ARTIFACT).parent))
+    client.set_terminated(copy)
+    return copy
+
+
 @pytest.mark.slow
-def test_a_tampered_metric_is_reported_as_a_mismatch(original):
+def test_a_tampered_metric_is_reported_as_a_mismatch_through_a_tracking_server(original, tmp_path):
     client = original.client
-    value = client.get_run(original.run_id).data.metrics[TAMPERED]
-    client.log_metric(original.run_id, TAMPERED, value * 1.001)
-    proc = reproduce(original.project, original.run_id)
+    # A copy tagged git_dirty=true, one test metric tampered with: --allow-dirty lets it through.
+    tampered = copy_run(client, original.run_id, git_dirty="true")
+    value = client.get_run(tampered).data.metrics[TAMPERED]
+    client.log_metric(tampered, TAMPERED, value * 1.001)
+    # The store read and written through a real `mlflow server` (the clone's SQLite file behind it).
+    server = start_mlflow_server(tmp_path, backend_uri=f"sqlite:///{original.project / 'mlflow.db'}")
+    try:
+        proc = reproduce(original.project, tampered, "--allow-dirty", "--tracking-uri", server.url)
+    finally:
+        stop_server(server)
     assert proc.returncode == EXIT_MISMATCH, proc.stdout[-3000:] + proc.stderr[-5000:]
     rows = table_rows(proc.stdout)
     assert rows[TAMPERED][3] == "NO" and rows[TAMPERED][2] != "0"
     assert all(cells[3] == "yes" for metric, cells in rows.items() if metric != TAMPERED), proc.stdout
     assert "NOT reproduced: 1 of" in proc.stdout
-    assert {r.data.tags["aeflow.reproduced"] for r in reproductions(client, original.run_id)} >= {"false"}
+    (copy,) = reproductions(client, tampered)
+    assert copy.data.tags["aeflow.reproduced"] == "false"
 
 
 @pytest.mark.slow

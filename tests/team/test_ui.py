@@ -20,8 +20,8 @@ from PIL import Image
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright  # a missing package fails collection: CI installs it
 
-from tests.helpers import require_system_path
-from tests.team.conftest import BIN, free_port, start_server, stop_server
+from tests.helpers import require_system_path, start_mlflow_server
+from tests.team.conftest import stop_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -47,26 +47,9 @@ def test_run_page_shows_test_metric_and_reconstructions(team_project, tracking_s
     with Image.open(stored) as img:
         size = list(img.size)
 
-    port = free_port()
-    ui = start_server(
-        [
-            str(BIN / "mlflow"),
-            "ui",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            tracking_server.backend_uri,
-            "--artifacts-destination",
-            str(tracking_server.artifacts),
-        ],
-        port,
-        tmp_path / "ui.log",
-        cwd=tmp_path,
-    )
+    # The UI is `mlflow server` on the tracking server's own store.
+    store, artifacts = tracking_server.backend_uri, tracking_server.artifacts
+    ui = start_mlflow_server(tmp_path, backend_uri=store, artifacts=artifacts)
     page_url = f"{ui.url}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
     screenshot = tmp_path / "mlflow_ui.png"
     try:

@@ -27,6 +27,27 @@ def test_shrinkage_keeps_dead_code_units_finite_and_is_checked():
         A.CodeGaussian.fit(codes[:1])
 
 
+def test_shrinkage_is_ledoit_wolfs_on_few_codes_and_the_floor_on_many():
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    gen = torch.Generator().manual_seed(2)
+    few = torch.randn(30, 20, generator=gen, dtype=torch.float64)
+    assert A.CodeGaussian.fit(few).shrinkage == pytest.approx(ledoit_wolf_shrinkage(few.numpy()))
+    assert A.CodeGaussian.fit(few).shrinkage > 0.5  # 30 codes say little about 20 dimensions
+    many = torch.randn(20000, 4, generator=gen, dtype=torch.float64) * torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert A.CodeGaussian.fit(many).shrinkage == A.MIN_SHRINKAGE
+    assert A.CodeGaussian.fit(many, shrinkage=0.5).shrinkage == 0.5
+
+
+def test_precision_stays_well_conditioned_for_collinear_and_dead_code_units():
+    gen = torch.Generator().manual_seed(3)
+    codes = torch.randn(5000, 8, generator=gen, dtype=torch.float64)
+    codes[:, 1] = 2 * codes[:, 0]  # collinear
+    codes[:, 2:5] = 0.7  # dead: constant
+    eig = torch.linalg.eigvalsh(A.CodeGaussian.fit(codes).precision)
+    assert eig.max() / eig.min() <= 1 + 8 / A.MIN_SHRINKAGE
+
+
 def test_separation_of_perfect_reversed_and_tied_scores():
     normal, anomalous = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([3.0, 4.0])
     perfect = A.separation(normal, anomalous)
@@ -109,6 +130,7 @@ def test_detector_state_round_trips_through_json_and_scores_alike(tmp_path):
     state.write(tmp_path / "detector.json")
     loaded = A.DetectorState.load(tmp_path / "detector.json")
     assert loaded.score == A.MAHALANOBIS and loaded.quantile == 0.9 and loaded.validation_images == 200
+    assert loaded.gaussian.shrinkage == state.shrinkage >= A.MIN_SHRINKAGE
     val_scores = A.model_scores(encode, decode, loaded.gaussian, val)
     for name in A.MODEL_SCORES:
         assert A.flagged_share(val_scores[name], loaded.thresholds[name]) == pytest.approx(0.1, abs=0.006)

@@ -2,9 +2,11 @@
 
 Scores (higher = more anomalous), for images (N, 1, H, W) with pixels in [0, 1]:
 - `sq_err`: sum over the pixels of the squared reconstruction error;
-- `bce`: mean binary cross-entropy per pixel of the reconstruction;
+- `bce`: mean binary cross-entropy per pixel of the reconstruction, clamped into
+  [`BCE_EPS`, 1 - `BCE_EPS`];
 - `mahalanobis`: squared Mahalanobis distance of the code from the mean of the
-  training codes, under their covariance shrunk towards a multiple of the identity;
+  training codes, under their covariance shrunk towards a multiple of the identity
+  (Ledoit-Wolf's intensity, at least `MIN_SHRINKAGE`);
 - `pca`: PCA's squared reconstruction error with as many components as the code
   has units (the baseline, as for reconstruction).
 
@@ -43,6 +45,20 @@ ANOMALY = "anomaly"  # the section of metrics/evaluate.json and of the details f
 # Keys of the `anomaly` section beside the protocols.
 THRESHOLD, QUANTILE, FLAGGED_TEST = "threshold", "quantile", "flagged_test"
 
+# The least shrinkage of the code covariance towards (trace / D) * identity. Its smallest
+# eigenvalue is then at least MIN_SHRINKAGE * trace / D, so the precision's condition number is
+# at most about 1 + D / MIN_SHRINKAGE however degenerate the codes (dead or collinear units):
+# the float32 rounding of the codes (~1e-7 of their size) cannot be amplified without bound.
+# On many codes Ledoit-Wolf's estimate is far below it (7.5e-4 for the tutorial model's 55k
+# codes); on few codes (a small one-class set) it is above, and the data decide.
+MIN_SHRINKAGE = 0.01
+# Reconstructions are float32, whose values just below 1 are 2**-24 (6e-8) apart: log(1 - r) is
+# resolved to about 6e-8 / (1 - r), so for a saturated pixel (1 - r ~ 1e-7) one rounding step of
+# the sigmoid moves the BCE by ~0.5 and PyTorch and ONNX Runtime give BCE scores 5e-3 apart.
+# Clamped at 1e-4 a pixel's rounding noise is at most 6e-4 of a nat (scores agree within 4e-6 on
+# the MNIST test set), and the tutorial model's BCE AUROCs move by less than 1e-3.
+BCE_EPS = 1e-4
+
 SCORE_LABELS = {
     SQ_ERR: "squared error per image",
     BCE: "BCE per pixel",
@@ -62,27 +78,34 @@ def as_float(images: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class CodeGaussian:
-    """Mean and precision (inverse regularised covariance) of training codes (N, D).
+    """Mean and precision (inverse regularised covariance) of training codes (N, D), in float64.
 
     The covariance is shrunk towards (trace / D) * identity by `shrinkage`, so dead
-    or collinear code units (common in autoencoders) still give a finite distance.
+    or collinear code units (common in autoencoders) still give a finite, well-conditioned
+    distance (see `MIN_SHRINKAGE`).
     """
 
     mean: torch.Tensor  # (D,) float64
     precision: torch.Tensor  # (D, D) float64
+    shrinkage: float = MIN_SHRINKAGE
 
     @classmethod
-    def fit(cls, codes: torch.Tensor, shrinkage: float = 0.01) -> CodeGaussian:
-        if not 0 < shrinkage <= 1:
-            raise ValueError(f"shrinkage={shrinkage}: must be in (0, 1]")
+    def fit(cls, codes: torch.Tensor, shrinkage: float | None = None) -> CodeGaussian:
+        """`shrinkage` in (0, 1]; None: Ledoit-Wolf's estimate, at least `MIN_SHRINKAGE`."""
+        if shrinkage is not None and not 0 < shrinkage <= 1:
+            raise ValueError(f"shrinkage={shrinkage}: must be in (0, 1], or None for Ledoit-Wolf's")
         z = codes.detach().flatten(1).double().cpu()  # (N, D)
         if len(z) < 2:
             raise ValueError(f"{len(z)} training codes: need at least 2 to fit a covariance")
+        if shrinkage is None:
+            from sklearn.covariance import ledoit_wolf_shrinkage
+
+            shrinkage = max(MIN_SHRINKAGE, float(ledoit_wolf_shrinkage(z.numpy())))
         mean = z.mean(0)
         cov = torch.cov(z.T).reshape(z.shape[1], z.shape[1])
         scale = float(cov.diagonal().mean()) or 1.0  # all-constant codes: unit scale
         cov = (1 - shrinkage) * cov + shrinkage * scale * torch.eye(len(mean), dtype=cov.dtype)
-        return cls(mean=mean, precision=torch.linalg.inv(cov))
+        return cls(mean=mean, precision=torch.linalg.inv(cov), shrinkage=shrinkage)
 
     def distance(self, codes: torch.Tensor) -> torch.Tensor:
         """(N,) squared Mahalanobis distance of each code (N, D) from the mean."""
@@ -102,7 +125,7 @@ def model_scores(
         recon = decode(codes).reshape(x.shape).double().cpu()
         target = x.double().cpu()
         parts[SQ_ERR].append(sq_err_per_image(recon, target))
-        parts[BCE].append(bce_per_image(recon, target))
+        parts[BCE].append(bce_per_image(recon.clamp(BCE_EPS, 1 - BCE_EPS), target))
         parts[MAHALANOBIS].append(gaussian.distance(codes))
     return {name: torch.cat(p) if p else torch.zeros(0, dtype=torch.float64) for name, p in parts.items()}
 
@@ -188,7 +211,7 @@ class DetectorState:
     score: str = SQ_ERR  # what `output=score` and `output=is_anomaly` use unless asked otherwise
     validation_images: int = 0
     training_images: int = 0
-    shrinkage: float = 0.01
+    shrinkage: float = MIN_SHRINKAGE  # what the covariance was shrunk by (`CodeGaussian`)
     description: dict[str, str] = field(default_factory=lambda: dict(SCORE_LABELS))
 
     @cached_property
@@ -196,6 +219,7 @@ class DetectorState:
         return CodeGaussian(
             mean=torch.tensor(self.mean, dtype=torch.float64),
             precision=torch.tensor(self.precision, dtype=torch.float64),
+            shrinkage=self.shrinkage,
         )
 
     def write(self, path: str | Path) -> None:
@@ -229,10 +253,10 @@ def fit_detector(
     val_images: torch.Tensor,
     quantile: float,
     score: str = SQ_ERR,
-    shrinkage: float = 0.01,
+    shrinkage: float | None = None,
 ) -> DetectorState:
     """Fit the code Gaussian on `train_images` and each model score's threshold on `val_images`
-    (both float (N, 1, H, W) in [0, 1])."""
+    (both float (N, 1, H, W) in [0, 1]); `shrinkage` as in `CodeGaussian.fit`."""
     if score not in MODEL_SCORES:
         raise ValueError(f"score={score!r}: allowed: {', '.join(MODEL_SCORES)}")
     with torch.no_grad():
@@ -247,7 +271,7 @@ def fit_detector(
         score=score,
         validation_images=len(val_images),
         training_images=len(train_images),
-        shrinkage=shrinkage,
+        shrinkage=gaussian.shrinkage,
     )
 
 
