@@ -98,6 +98,44 @@ def test_ood_names_are_checked_against_the_catalogue_and_the_training_set(tmp_pa
         ood.load(tmp_path / "nowhere", "other", conf_dir=conf)
 
 
+def test_the_download_stage_fetches_an_ood_set_from_a_mirror_given_on_the_command_line(
+    tmp_path, tiny_cfg, monkeypatch
+):
+    from aeflow.config.params import compose
+    from aeflow.stages import download
+
+    conf, files = _catalogue(tmp_path)
+    # The catalogue's own mirror is gone: only the command line's can supply the files.
+    local = (tmp_path / "mirror").rename(tmp_path / "local")
+    (tmp_path / "repo" / "conf").mkdir(parents=True)
+    conf.rename(tmp_path / "repo" / "conf" / "data")
+    monkeypatch.chdir(tmp_path / "repo")  # the stage's catalogue: conf/data of the repository
+    monkeypatch.setattr("aeflow.config.params.load_params", lambda *a, **k: tiny_cfg)
+    tiny_cfg.evaluate.ood = ["other"]
+    with pytest.raises(DataError, match=r"-S 'evaluate.ood_mirrors=\{other:\[file:///path/to/folder/\]\}'"):
+        download.main()
+    override = f"evaluate.ood_mirrors={{other:['{local.as_uri()}/']}}"
+    tiny_cfg.evaluate.ood_mirrors = compose([override], REPO / "conf").evaluate.ood_mirrors
+    download.main()
+    assert ood.load(tiny_cfg.paths.ood, "other").shape == (30, 28, 28)
+    assert sorted(p.name for p in (tmp_path / "repo" / tiny_cfg.paths.ood / "other").iterdir()) == sorted(
+        files[k]["file"] for k in ood.OOD_FILES
+    )
+
+
+def test_ood_mirrors_name_known_sets_and_urls_the_download_can_fetch(tmp_path):
+    conf, _ = _catalogue(tmp_path)
+    assert ood.check_mirrors(None, conf) == {}
+    assert ood.check_mirrors({"other": ["file:///x/", "https://y/"]}, conf) == {
+        "other": ["file:///x/", "https://y/"]
+    }
+    with pytest.raises(ConfigError, match=r"unknown data set\(s\) \['cifar'\]; allowed: main, other"):
+        ood.check_mirrors({"cifar": ["file:///x/"]}, conf)
+    for bad in (["/local/folder/"], ["ftp://x/"], []):
+        with pytest.raises(ConfigError, match=r"evaluate.ood_mirrors.other=.*need one or more base URLs"):
+            ood.check_mirrors({"other": bad}, conf)
+
+
 def test_fashion_mnist_is_known_to_the_real_catalogue():
     assert {"mnist", "fashion_mnist"} <= set(ood.available(REPO / "conf" / "data"))
     files = ood.spec("fashion_mnist", REPO / "conf" / "data").files

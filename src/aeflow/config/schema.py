@@ -103,6 +103,7 @@ class EvaluateConfig:
     score: str = "sq_err"  # the score the served model's output=score and output=is_anomaly use
     corruptions: list[str] | None = None  # shifted copies of the test set (None: every corruption)
     ood: list[str] = field(default_factory=list)  # other data sets' test splits (conf/data/<name>.yaml)
+    ood_mirrors: dict[str, list[str]] | None = None  # {name: base URLs} replacing its mirrors
 
 
 @dataclass

