@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -69,3 +70,33 @@ def test_conv_sides_too_small_for_the_strides_are_refused_by_name():
     assert "model.encoder.channels=[8, 8, 8, 8, 8, 8]" in str(err.value)
     assert "image H=24 is too small for 6 stride-2 convolutions" in str(err.value)
     assert "at most 5 convolution(s)" in str(err.value)
+
+
+def test_served_model_takes_rows_of_the_trained_rgb_shape_and_refuses_others(tmp_path):
+    from aeflow.serving.pyfunc import predict
+
+    net = instantiate_network(compose([*RGB_24x32, "data.input_features=2304"])).eval()
+    rows = np.random.default_rng(0).random((3, 2304), dtype=np.float32)  # (N, C*H*W), channels first
+    assert predict(net, rows).shape == (3, 2304)
+    assert predict(net, rows.reshape(3, 3, 24, 32), "code").shape == (3, 128)
+    with pytest.raises(
+        ValueError, match=r"trained shape C=3, H=24, W=32: \(N, 2304\), \(N, 3, 24, 32\); got"
+    ):
+        predict(net, rows[:, :784])
+
+
+def test_encode_reads_a_colour_folder_and_writes_colour_reconstructions(tmp_path):
+    from PIL import Image
+
+    from aeflow.serving.encode import encode, read_images
+    from aeflow.serving.pyfunc import predict
+    from tests.image_folders import write_images
+
+    write_images(tmp_path / "in", 3, mode="RGB", size=(24, 32))
+    images, names = read_images(tmp_path / "in")
+    assert images.shape == (3, 3, 24, 32) and names == ["img_00000", "img_00001", "img_00002"]
+    net = instantiate_network(compose([*RGB_24x32, "data.input_features=2304"])).eval()
+    written = encode(images, names, lambda x, output: predict(net, x, output), tmp_path / "out")
+    assert np.load(written["reconstructions"]).shape == (3, 3, 24, 32)
+    with Image.open(tmp_path / "out" / "reconstructions" / "img_00000.png") as png:
+        assert png.mode == "RGB" and png.size == (32, 24)

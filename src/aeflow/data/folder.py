@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aeflow.errors import ConfigError, DataError
 
@@ -154,3 +155,14 @@ def _index(entries: Iterable[tuple[str, str, str | None]], given: list[str]) -> 
             raise DataError(f"the {split} split has no images ({index.counts()}); add images or {advice}")
     log.info("images per split: %s; classes: %s", index.counts(), classes or "none (unlabeled)")
     return index
+
+
+def describe(data: Mapping[str, Any]) -> str:
+    """A `data:` config section in words, for the report and the MLflow run's description: the
+    folder, image size and channels for data=folder (a `path` key); the data set's name otherwise."""
+    if "path" not in data:
+        return str(data.get("name", "?"))
+    height, width = data.get("image_size", (28, 28))
+    channels = int(data.get("channels", 1))
+    colour = "RGB" if channels == 3 else "grey"
+    return f"your images in {data['path']}, {height}x{width} {colour} ({channels} channel(s))"

@@ -79,7 +79,7 @@ class PackedDataModule(IDXDataModule):
 
     @property
     def labelled(self) -> bool:
-        return bool(self.class_names)
+        return self.packed.labelled
 
     def load_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(images uint8 (N, H, W) or (N, C, H, W), labels int64 (N,)) of 'train', 'val' or 'test'."""

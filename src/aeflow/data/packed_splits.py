@@ -55,12 +55,11 @@ class PackedSplits:
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             self.splits = self._load()
-        if stage == "test" and not self.class_names:
-            # The evaluation's probes and per-class tables read labels; -1 would index out of range.
-            raise DataError(
-                f"{self.data_dir}: the images have no labels (no class subfolders), and evaluation "
-                "needs them; put the images in class subfolders (path/<class>/...) to evaluate"
-            )
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the images have labels (class subfolders); label-based metrics need them."""
+        return bool(self.class_names)
 
     def split(self, name: str) -> Split:
         """One split, read (mapped) on its own: what the visualize stage draws from."""

@@ -1,6 +1,6 @@
 """Shifted copies of test images, in the spirit of MNIST-C (Mu & Gilmer, 2019).
 
-Each corruption maps uint8 images (N, 1, H, W) to uint8 images of the same shape,
+Each corruption maps uint8 images (N, C, H, W) to uint8 images of the same shape,
 deterministically for a given seed (a generator of its own per corruption, so the
 copies do not depend on which other corruptions run). They need no extra data:
 the anomaly metrics of the default run score these copies against the clean images.
@@ -19,10 +19,10 @@ Corruption = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 def _check(images: torch.Tensor) -> None:
-    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 1:
+    if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(
-            f"expected uint8 images (N, 1, H, W), got {images.dtype} {tuple(images.shape)}; "
-            "add the channel with images.unsqueeze(1)"
+            f"expected uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}; "
+            "add the channel of grey images with images.unsqueeze(1)"
         )
 
 
@@ -92,7 +92,8 @@ def blur(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     k = torch.exp(-(r**2) / (2 * 1.5**2))
     k = (k[:, None] * k[None, :]) / k.sum() ** 2  # (7, 7), sums to 1
     padded = F.pad(images.double(), (3, 3, 3, 3), mode="reflect")
-    return _to_uint8(F.conv2d(padded, k[None, None]))
+    channels = images.shape[1]  # each channel blurred on its own (a grouped convolution)
+    return _to_uint8(F.conv2d(padded, k[None, None].expand(channels, 1, 7, 7), groups=channels))
 
 
 def occlusion(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -136,7 +137,7 @@ def check_names(names: Sequence[str]) -> None:
 
 
 def corrupt(images: torch.Tensor, name: str, seed: int = 0) -> torch.Tensor:
-    """A corrupted copy of uint8 `images` (N, 1, H, W); the same (images, name, seed) give the same copy."""
+    """A corrupted copy of uint8 `images` (N, C, H, W); the same (images, name, seed) give the same copy."""
     _check(images)
     check_names([name])
     # One generator per corruption, seeded from its name: adding a corruption changes no other copy.

@@ -59,8 +59,8 @@ def pca_components(latent_dim: int) -> int:
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W) -> float (N, 1, H, W) in [0, 1], as the data module serves them."""
-    return images.unsqueeze(1).float() / 255.0
+    """uint8 (N, H, W) or (N, C, H, W) -> float (N, C, H, W) in [0, 1], as the data module serves them."""
+    return (images if images.dim() == 4 else images.unsqueeze(1)).float() / 255.0
 
 
 @torch.no_grad()
@@ -85,14 +85,20 @@ def score_codes(
     test_x: torch.Tensor,
     test_y: torch.Tensor,
     config: EvaluateConfig,
+    labelled: bool = True,
 ):
-    """Everything measured on one encoder/decoder pair; returns (summary, by_digit, sq_err per image)."""
+    """Everything measured on one encoder/decoder pair; returns (summary, by_digit, sq_err per image).
+
+    Without labels (`labelled` false) there are no probes and `by_digit` is empty."""
     codes = in_batches(encode, test_x)
     recon = in_batches(decode, codes).view_as(test_x)
     summary, by_digit, sq = M.reconstruction_metrics(recon, test_x, test_y)
     train_codes = in_batches(encode, train_x)
-    summary[M.KNN] = M.knn_accuracy(train_codes, train_y, codes, test_y, config.knn_k)
-    summary[M.LOGREG] = M.logreg_accuracy(train_codes, train_y, codes, test_y, config.logreg_max_iter)
+    if labelled:
+        summary[M.KNN] = M.knn_accuracy(train_codes, train_y, codes, test_y, config.knn_k)
+        summary[M.LOGREG] = M.logreg_accuracy(train_codes, train_y, codes, test_y, config.logreg_max_iter)
+    else:
+        by_digit = {}
     # Compression: the same decoder fed the code after a float16 or 8-bit round trip.
     half = in_batches(decode, M.float16_roundtrip(codes).to(codes.dtype)).view_as(test_x)
     summary[M.SQ_ERR_FP16] = float(M.sq_err_per_image(half.double(), test_x.double()).mean())
@@ -103,11 +109,12 @@ def score_codes(
     return summary, by_digit, sq
 
 
-def worst_images(sq: torch.Tensor, labels: torch.Tensor, n: int) -> list[dict]:
-    """The `n` test images with the highest squared error: index, digit, error (highest first)."""
+def worst_images(sq: torch.Tensor, labels: torch.Tensor, n: int, labelled: bool = True) -> list[dict]:
+    """The `n` test images with the highest squared error: index, digit (if `labelled`), error
+    (highest first)."""
     top = sq.topk(min(n, len(sq)))
     return [
-        {"index": int(i), "digit": int(labels[i]), M.SQ_ERR: round(float(e), 4)}
+        {"index": int(i), **({"digit": int(labels[i])} if labelled else {}), M.SQ_ERR: round(float(e), 4)}
         for e, i in zip(top.values, top.indices)
     ]
 
@@ -119,8 +126,12 @@ def evaluate_splits(
     test: tuple[torch.Tensor, torch.Tensor],
     config: EvaluateConfig,
     seed: int = 0,
+    labelled: bool = True,
 ) -> EvaluationResult:
-    """Score `model` and `pca` on uint8 splits (images (N, H, W), labels (N,))."""
+    """Score `model` and `pca` on uint8 splits (images (N, H, W) or (N, C, H, W), labels (N,)).
+
+    Unlabelled images (`labelled` false) get the reconstruction and compression metrics only,
+    and `M.SKIPPED` names what was left out."""
     pick = probe_subset(len(train[1]), config.probe_train_size, seed)
     train_x, train_y = to_float(train[0][pick]), train[1][pick]
     test_x, test_y = to_float(test[0]), test[1]
@@ -132,24 +143,28 @@ def evaluate_splits(
     def pca_decode(z: torch.Tensor) -> torch.Tensor:
         return pca.decode(z).float()
 
-    test_m, digits_m, sq_m = score_codes(model.encode, model.decode, train_x, train_y, test_x, test_y, config)
-    test_p, digits_p, _ = score_codes(pca_encode, pca_decode, train_x, train_y, test_x, test_y, config)
-    pixels = {
-        M.KNN: M.knn_accuracy(train_x, train_y, test_x, test_y, config.knn_k),
-        M.LOGREG: M.logreg_accuracy(train_x, train_y, test_x, test_y, config.logreg_max_iter),
-    }
-    test_m[M.BY_DIGIT] = {d: v[M.SQ_ERR] for d, v in digits_m.items()}
+    args = (train_x, train_y, test_x, test_y, config, labelled)
+    test_m, digits_m, sq_m = score_codes(model.encode, model.decode, *args)
+    test_p, digits_p, _ = score_codes(pca_encode, pca_decode, *args)
+    pixels = {}
+    if labelled:
+        pixels[PIXELS] = {
+            M.KNN: M.knn_accuracy(train_x, train_y, test_x, test_y, config.knn_k),
+            M.LOGREG: M.logreg_accuracy(train_x, train_y, test_x, test_y, config.logreg_max_iter),
+        }
+        test_m[M.BY_DIGIT] = {d: v[M.SQ_ERR] for d, v in digits_m.items()}
     code_size = pca.k
     metrics = {
         "latent_dim": code_size,
         MODEL: test_m,
         PCA_KEY: test_p,
-        PIXELS: pixels,
+        **pixels,
         COMPRESSION: M.code_bytes(code_size, test_x[0].numel()),
+        **({} if labelled else {M.SKIPPED: M.UNLABELLED_NOTE}),
     }
     details = {
         "by_digit": {MODEL: digits_m, PCA_KEY: digits_p},
-        "worst": worst_images(sq_m, test_y, config.worst_n),
+        "worst": worst_images(sq_m, test_y, config.worst_n, labelled),
         "probes": {
             **asdict(config),
             "probe_train_images": len(pick),
@@ -170,15 +185,16 @@ def evaluate_splits(
         for d in digits_m
         for key, v in ((MODEL, digits_m[d]), (PCA_KEY, digits_p[d]))
     ]
-    log.info(
-        "test squared error per image: model %.3f, PCA %.3f; k-NN accuracy: model %.4f, "
-        "PCA %.4f, pixels %.4f",
-        test_m[M.SQ_ERR],
-        test_p[M.SQ_ERR],
-        test_m[M.KNN],
-        test_p[M.KNN],
-        pixels[M.KNN],
-    )
+    log.info("test squared error per image: model %.3f, PCA %.3f", test_m[M.SQ_ERR], test_p[M.SQ_ERR])
+    if labelled:
+        log.info(
+            "k-NN accuracy: model %.4f, PCA %.4f, pixels %.4f",
+            test_m[M.KNN],
+            test_p[M.KNN],
+            metrics[PIXELS][M.KNN],
+        )
+    else:
+        log.info("label-based metrics skipped: %s", M.UNLABELLED_NOTE)
     return EvaluationResult(metrics=metrics, details=details, per_digit_rows=rows, pca=pca)
 
 
@@ -205,7 +221,8 @@ def evaluate(cfg: DictConfig, model: torch.nn.Module, datamodule=None) -> Evalua
     latent_dim = int(cfg.model.latent_dim)
     pca = fit_pca(train[0], pca_components(latent_dim))
     config = settings(cfg, "evaluate", EvaluateConfig)
-    result = evaluate_splits(model, pca.first(latent_dim), train, test, config, int(cfg.seed))
+    labelled = getattr(datamodule, "labelled", True)  # MNIST-family data always has labels
+    result = evaluate_splits(model, pca.first(latent_dim), train, test, config, int(cfg.seed), labelled)
     result.pca = pca
     found = protocols.from_config(cfg, model, splits, pca.first(latent_dim), config)
     result.metrics[anomaly.ANOMALY], result.details[anomaly.ANOMALY] = found.metrics, found.details

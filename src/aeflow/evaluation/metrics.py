@@ -23,6 +23,15 @@ LOGREG = "logreg_acc"
 SQ_ERR_FP16 = "sq_err_per_image_float16"
 SQ_ERR_INT8 = "sq_err_per_image_int8"
 
+# Images without labels (a folder without class subfolders): the label-based metrics (probes,
+# per-class tables, one class vs. the rest) are left out, and this key of metrics/evaluate.json
+# says why instead of a number.
+SKIPPED = "skipped"
+UNLABELLED_NOTE = (
+    "the images have no labels (no class subfolders): k-NN and logistic-regression probes, "
+    "per-class tables and one class vs. the rest are not computed"
+)
+
 RECONSTRUCTION_KEYS = (SQ_ERR, MSE, BCE, PSNR, SSIM)
 PROBE_KEYS = (KNN, LOGREG)
 

@@ -25,7 +25,7 @@ from aeflow.evaluation.pca import PCA
 
 log = logging.getLogger(__name__)
 
-Split = tuple[torch.Tensor, torch.Tensor]  # images uint8 (N, H, W), labels int64 (N,)
+Split = tuple[torch.Tensor, torch.Tensor]  # images uint8 (N, H, W) or (N, C, H, W), labels int64 (N,)
 MEAN = "mean"  # the shift protocol's average over corruptions
 
 
@@ -94,7 +94,9 @@ def anomaly_evaluation(
         normal_index = torch.arange(len(test_labels))
     else:
         normal_index = class_mask(test_labels, classes).nonzero().flatten()
-    normal = test_images[normal_index].unsqueeze(1)  # (N, 1, H, W) uint8
+    normal = test_images[normal_index]
+    if normal.dim() == 3:
+        normal = normal.unsqueeze(1)  # (N, C, H, W) uint8
     names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
     outsides: dict[str, dict[str, torch.Tensor]] = {}
     if names:

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from aeflow.config.schema import VisualizeConfig  # noqa: E402
-from aeflow.evaluation.evaluate import NAMES  # noqa: E402
+from aeflow.evaluation.evaluate import MODEL, NAMES  # noqa: E402
 from aeflow.evaluation.metrics import LABELS, SQ_ERR  # noqa: E402
 from aeflow.evaluation.pca import PCA  # noqa: E402
 from aeflow.io import atomic_path  # noqa: E402
@@ -36,6 +36,19 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+def show(ax: plt.Axes, image: torch.Tensor) -> None:
+    """One image in [0, 1] on `ax`: (3, H, W) in colour, (1, H, W) or (H, W) in grey."""
+    if image.dim() == 3 and image.shape[0] == 3:
+        ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy())  # (H, W, 3), as imshow takes colour
+    else:
+        ax.imshow(image.squeeze().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+
+
+def has_labels(labels: torch.Tensor) -> bool:
+    """Whether the test images have labels (a folder without class subfolders gives -1)."""
+    return bool(len(labels)) and int(labels.min()) >= 0
+
+
 def one_per_class(labels: torch.Tensor, per_class: int = 1) -> torch.Tensor:
     """Indices of the first `per_class` examples of each label, ordered by label."""
     picks = [torch.nonzero(labels == c).flatten()[:per_class] for c in labels.unique().sort().values]
@@ -44,7 +57,7 @@ def one_per_class(labels: torch.Tensor, per_class: int = 1) -> torch.Tensor:
 
 @torch.no_grad()
 def reconstructions(images: torch.Tensor, model: torch.nn.Module, pca: PCA, path: Path) -> Path:
-    """Originals above model and PCA reconstructions; images (N, 1, H, W) in [0, 1]."""
+    """Originals above model and PCA reconstructions; images (N, C, H, W) in [0, 1]."""
     rows = {
         "original": images,
         "autoencoder": model(images),
@@ -55,7 +68,7 @@ def reconstructions(images: torch.Tensor, model: torch.nn.Module, pca: PCA, path
     for r, (name, row) in enumerate(rows.items()):
         for c in range(n):
             ax = axes[r, c]
-            ax.imshow(row[c].squeeze().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            show(ax, row[c])
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
@@ -65,7 +78,7 @@ def reconstructions(images: torch.Tensor, model: torch.nn.Module, pca: PCA, path
 def image_grid(
     rows: dict[str, torch.Tensor], titles: list[str] | None = None, size: float = 0.9
 ) -> plt.Figure:
-    """One row of images per entry (each (n, 1, H, W) or (n, H, W) in [0, 1]), labelled on the left."""
+    """One row of images per entry (each (n, C, H, W) or (n, H, W) in [0, 1]), labelled on the left."""
     n = max(len(r) for r in rows.values())
     fig, axes = plt.subplots(len(rows), n, figsize=(n * size, len(rows) * size * 1.1), squeeze=False)
     for r, (name, row) in enumerate(rows.items()):
@@ -74,7 +87,7 @@ def image_grid(
             ax.set_xticks([])
             ax.set_yticks([])
             if c < len(row):
-                ax.imshow(row[c].squeeze().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+                show(ax, row[c])
             else:
                 ax.axis("off")
             if titles and r == 0 and c < len(titles):
@@ -87,11 +100,15 @@ def image_grid(
 def worst_reconstructed(images: torch.Tensor, model: torch.nn.Module, worst: list[dict], path: Path) -> Path:
     """The worst-reconstructed test images (originals above reconstructions), error in the titles.
 
-    `worst`: evaluate's list of {index, digit, sq_err_per_image}; `images` (N, 1, H, W).
+    `worst`: evaluate's list of {index, digit (absent without labels), sq_err_per_image};
+    `images` (N, C, H, W).
     """
     idx = torch.tensor([w["index"] for w in worst], dtype=torch.long)
     picked = images[idx]
-    titles = [f"#{w['index']} ({w['digit']})\n{w['sq_err_per_image']:.1f}" for w in worst]
+    titles = [
+        f"#{w['index']}" + (f" ({w['digit']})" if "digit" in w else "") + f"\n{w['sq_err_per_image']:.1f}"
+        for w in worst
+    ]
     fig = image_grid({"original": picked, "autoencoder": model(picked).clamp(0, 1)}, titles)
     return save_figure(fig, path)
 
@@ -101,11 +118,12 @@ def interpolation_pairs(labels: torch.Tensor, n_pairs: int) -> list[tuple[int, i
 
     Pair p joins class a = p mod m with class (a + m // 2) mod m (m classes),
     using the (p // m)-th image of each class so that later pairs are new images.
+    Without two classes (unlabelled images: labels -1) pair p is test images 2p and 2p + 1.
     """
     classes = labels.unique().sort().values.tolist()
     m = len(classes)
     if m < 2:
-        return []
+        return [(2 * p, 2 * p + 1) for p in range(min(n_pairs, len(labels) // 2))]
     members = {c: torch.nonzero(labels == c).flatten() for c in classes}
     pairs = []
     for p in range(n_pairs):
@@ -131,7 +149,9 @@ def interpolation(
     for i, j in pairs:
         z = model.encode(images[[i, j]])
         line = torch.stack([(1 - a) * z[0] + a * z[1] for a in alphas])
-        rows[f"{int(labels[i])} → {int(labels[j])}"] = model.decode(line)
+        # Unlabelled images (labels -1) are named by their test index instead of their class.
+        name = f"#{i} → #{j}" if labels[i] < 0 else f"{int(labels[i])} → {int(labels[j])}"
+        rows[name] = model.decode(line)
     titles = [f"{a:.2f}" for a in alphas.tolist()]
     return save_figure(image_grid(rows, titles), path)
 
@@ -142,6 +162,7 @@ def per_digit_bars(
     path: Path,
     names: dict[str, str] | None = None,
     ylabel: str | None = None,
+    noun: str = "digit",
 ) -> Path:
     """Grouped bars of metric `key` per digit, one bar per scorer (by_digit[scorer][digit][key]),
     scorers in the order of `names` (their display names)."""
@@ -159,7 +180,7 @@ def per_digit_bars(
             label=(names or {}).get(scorer, scorer),
         )
     ax.set_xticks(range(len(digits)), digits)
-    ax.set_xlabel("digit")
+    ax.set_xlabel(noun)
     ax.set_ylabel(ylabel or key.replace("_", " "))
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
@@ -174,8 +195,12 @@ def to_2d(codes: torch.Tensor) -> tuple[torch.Tensor, str]:
 
 
 @torch.no_grad()
-def code_maps(images: torch.Tensor, labels: torch.Tensor, model, pixel_pca: PCA, path: Path) -> Path:
-    """2-D map of test codes coloured by digit, the autoencoder beside PCA on pixels."""
+def code_maps(
+    images: torch.Tensor, labels: torch.Tensor, model, pixel_pca: PCA, path: Path, noun: str = "digit"
+) -> Path:
+    """2-D map of test codes coloured by `noun` (their label), the autoencoder beside PCA on pixels;
+    one colour for unlabelled images (labels -1)."""
+    labelled = has_labels(labels)
     points, how = to_2d(model.encode(images))
     panels = [
         (f"autoencoder: {how}", points),
@@ -184,9 +209,11 @@ def code_maps(images: torch.Tensor, labels: torch.Tensor, model, pixel_pca: PCA,
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
     for ax, (title, pts) in zip(axes, panels):
         pts = pts.cpu().numpy()
-        scatter = ax.scatter(pts[:, 0], pts[:, 1], c=labels.cpu().numpy(), cmap="tab10", s=2, alpha=0.7)
+        colour = {"c": labels.cpu().numpy(), "cmap": "tab10"} if labelled else {"color": "tab:blue"}
+        scatter = ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.7, **colour)
         ax.set_title(title, fontsize=10)
-    fig.colorbar(scatter, ax=axes, ticks=range(10), label="digit")
+    if labelled:
+        fig.colorbar(scatter, ax=axes, ticks=range(10), label=noun)
     return save_figure(fig, path)
 
 
@@ -219,40 +246,50 @@ def draw_all(
     latent_dim: int,
     knobs: VisualizeConfig,
     out: Path,
+    noun: str = "digit",
 ) -> list[Figure]:
     """Every figure of the report, in report order, drawn into folder `out`.
 
-    `images`: the test set (N, 1, H, W) in [0, 1] with its `labels`; `pca`: the evaluate
-    stage's fit (at least 2 components); `details`: evaluate's details (worst images,
-    per-digit tables); `loss_rows`: the loss curve's rows.
+    `images`: the test set (N, C, H, W) in [0, 1] with its `labels` (-1: unlabelled images,
+    which get no per-label figures); `pca`: the evaluate stage's fit (at least 2 components);
+    `details`: evaluate's details (worst images, per-label tables); `loss_rows`: the loss
+    curve's rows; `noun`: what a label is called in the captions ("digit", "class").
     """
-    pick = one_per_class(labels, per_class=2)
+    labelled = has_labels(labels)
+    pick = one_per_class(labels, per_class=2) if labelled else torch.arange(min(len(labels), 10))
     n_map = knobs.map_points
     pairs = interpolation_pairs(labels, knobs.interpolation_pairs)
-    return [
+    shown = min(n_map, len(images))
+    by_label = (
+        f"coloured by {noun}"
+        if labelled
+        else "in one colour (the images have no labels: no class subfolders)"
+    )
+    figures = [
         Figure(
             reconstructions(images[pick], model, pca.first(latent_dim), out / RECONSTRUCTIONS),
             "Test images (top), their autoencoder reconstructions and PCA reconstructions with the "
-            "same code size.",
+            f"same code size{f', two per {noun}' if labelled else ''}.",
         ),
         Figure(
             worst_reconstructed(images, model, details["worst"], out / WORST),
             "The worst-reconstructed test images: original above reconstruction; title: test index, "
-            "digit and squared error.",
+            f"{f'{noun} ' if labelled else ''}and squared error.",
         ),
         Figure(
-            code_maps(images[:n_map], labels[:n_map], model, pca.first(2), out / CODES_2D),
-            f"Codes of {min(n_map, len(images))} test images coloured by digit: the autoencoder "
+            code_maps(images[:n_map], labels[:n_map], model, pca.first(2), out / CODES_2D, noun),
+            f"Codes of {shown} test images {by_label}: the autoencoder "
             "(projection in the panel title) beside PCA of the pixels.",
         ),
         Figure(
             interpolation(images, labels, model, pairs, knobs.interpolation_steps, out / INTERPOLATION),
             "A walk through code space: decoded images along the straight line between the codes of "
-            "two test images of different digits (fraction of the way on top).",
+            f"two test images {f'of different {noun}s' if labelled else '(by test index)'} "
+            "(fraction of the way on top).",
         ),
-        Figure(
-            per_digit_bars(details["by_digit"], SQ_ERR, out / PER_DIGIT, NAMES, LABELS[SQ_ERR][0]),
-            "Squared error per test image, by digit: autoencoder beside PCA.",
-        ),
-        Figure(loss_curve(loss_rows, out / LOSS), "Learning curves: training and validation loss per epoch."),
     ]
+    if labelled and details["by_digit"].get(MODEL):
+        bars = per_digit_bars(details["by_digit"], SQ_ERR, out / PER_DIGIT, NAMES, LABELS[SQ_ERR][0], noun)
+        figures.append(Figure(bars, f"Squared error per test image, by {noun}: autoencoder beside PCA."))
+    loss = loss_curve(loss_rows, out / LOSS)
+    return [*figures, Figure(loss, "Learning curves: training and validation loss per epoch.")]

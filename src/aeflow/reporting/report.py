@@ -18,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from aeflow.data.folder import describe
 from aeflow.evaluation import metrics as M
 from aeflow.evaluation.evaluate import COMPRESSION, MODEL, PCA_KEY, PIXELS
 
@@ -73,7 +74,15 @@ def _network(node: Mapping, first: str, last: Any) -> str:
     return f"{name} {'→'.join(str(x) for x in sizes)}"
 
 
-def config_table(cfg: DictConfig, train: Mapping, run_id: str | None) -> Table:
+def dataset_text(cfg: DictConfig, details: Mapping) -> str:
+    """The data in words: the folder, size and channels of your images; MNIST's official test set."""
+    if "path" in cfg.data:
+        test_images = details.get("probes", {}).get("test_images", "?")
+        return f"{describe(cfg.data)}; test split: {test_images} images"
+    return f"{describe(cfg.data)} (test set: official 10k images)"
+
+
+def config_table(cfg: DictConfig, train: Mapping, run_id: str | None, details: Mapping) -> Table:
     model = cfg.model
     enc, dec = model.get("encoder", {}), model.get("decoder", {})
     arch = f"{_network(enc, 'in_features', model.latent_dim)}, {_network(dec, 'latent_dim', 'out_features')}"
@@ -81,7 +90,7 @@ def config_table(cfg: DictConfig, train: Mapping, run_id: str | None) -> Table:
         arch += f"; activation {enc.get('activation')}, code activation {enc.get('code_activation', '–')}"
     opt = cfg.optimizer
     rows = [
-        ["dataset", f"{cfg.data.name} (test set: official 10k images)"],
+        ["dataset", dataset_text(cfg, details)],
         ["model", arch],
         ["code size (latent_dim)", str(model.latent_dim)],
         ["loss", str(model.get("loss", "?"))],
@@ -99,7 +108,10 @@ def config_table(cfg: DictConfig, train: Mapping, run_id: str | None) -> Table:
 def metrics_table(cfg: DictConfig, metrics: Mapping) -> Table:
     k = metrics.get("latent_dim")
     model, pca, pixels = metrics[MODEL], metrics[PCA_KEY], metrics.get(PIXELS, {})
-    header = ["metric", "better", f"autoencoder ({k}-D code)", f"PCA ({k} components)", "raw pixels (784)"]
+    pixel_count = metrics.get(COMPRESSION, {}).get("bytes_pixels_uint8", 784)
+    header = ["metric", "better", f"autoencoder ({k}-D code)", f"PCA ({k} components)"]
+    if pixels:  # the probes on raw pixels: only for labelled images
+        header.append(f"raw pixels ({pixel_count})")
     hinton = hinton_applies(cfg, metrics)
     if hinton:
         header.append("Hinton & Salakhutdinov 2006, 30-D")
@@ -108,7 +120,9 @@ def metrics_table(cfg: DictConfig, metrics: Mapping) -> Table:
         if key not in model:
             continue
         name, better = M.LABELS[key]
-        row = [name, better, fmt(model.get(key)), fmt(pca.get(key)), fmt(pixels.get(key))]
+        row = [name, better, fmt(model.get(key)), fmt(pca.get(key))]
+        if pixels:
+            row.append(fmt(pixels.get(key)))
         if hinton:
             row.append(
                 f"{HINTON_2006['autoencoder']:.2f} (autoencoder), {HINTON_2006['PCA']:.2f} (PCA)"
@@ -149,7 +163,7 @@ def compression_table(metrics: Mapping) -> Table:
     )
 
 
-def per_digit_table(details: Mapping) -> Table:
+def per_digit_table(details: Mapping, noun: str = "digit") -> Table:
     by = details.get("by_digit", {})
     model, pca = by.get(MODEL, {}), by.get(PCA_KEY, {})
     rows = [
@@ -166,7 +180,7 @@ def per_digit_table(details: Mapping) -> Table:
     ]
     return Table(
         [
-            "digit",
+            noun,
             "test images",
             "autoencoder: sq. error/image",
             "PCA: sq. error/image",
@@ -178,12 +192,14 @@ def per_digit_table(details: Mapping) -> Table:
     )
 
 
-def worst_table(details: Mapping) -> Table:
+def worst_table(details: Mapping, noun: str = "digit") -> Table:
+    worst = details.get("worst", [])
+    labelled = all("digit" in w for w in worst)  # unlabelled images have none
     rows = [
-        [str(r + 1), str(w["index"]), str(w["digit"]), fmt(w[M.SQ_ERR], 2)]
-        for r, w in enumerate(details.get("worst", []))
+        [str(r + 1), str(w["index"]), *([str(w["digit"])] if labelled else []), fmt(w[M.SQ_ERR], 2)]
+        for r, w in enumerate(worst)
     ]
-    return Table(["rank", "test image index", "digit", "squared error"], rows)
+    return Table(["rank", "test image index", *([noun] if labelled else []), "squared error"], rows)
 
 
 def hinton_text(cfg: DictConfig, metrics: Mapping) -> str:
@@ -197,7 +213,8 @@ def hinton_text(cfg: DictConfig, metrics: Mapping) -> str:
         )
     return (
         f"The reference figures of {HINTON_CITE} are for 30-D codes on MNIST; this run has "
-        f"{metrics.get('latent_dim')}-D codes on {cfg.data.name}, so they are not shown. PCA with the "
+        f"{metrics.get('latent_dim')}-D codes on {describe(cfg.data)}, so they are not shown. PCA with "
+        "the "
         "same code size is the baseline instead."
     )
 
@@ -205,20 +222,32 @@ def hinton_text(cfg: DictConfig, metrics: Mapping) -> str:
 def sections(
     cfg: DictConfig, metrics: Mapping, details: Mapping, train: Mapping, run_id: str | None
 ) -> list[tuple[str, str, Table | None]]:
-    """(heading, paragraph, table) in report order."""
+    """(heading, paragraph, table) in report order; without labels (`M.SKIPPED` in the metrics)
+    the probes and the per-label table are left out, and the metrics paragraph says why."""
     probes = details.get("probes", {})
-    return [
-        ("Configuration", "", config_table(cfg, train, run_id)),
-        (
-            "Metrics on the test set",
+    noun = "class" if "path" in cfg.data else "digit"  # data=folder: class subfolders
+    pixels = metrics.get(COMPRESSION, {}).get("bytes_pixels_uint8", 784)
+    summed = (
+        f"Squared error per image is summed over the {pixels} pixel values (in [0, 1]) and "
+        "averaged over images."
+    )
+    if M.SKIPPED in metrics:
+        measured = (
+            f"Reconstruction of the {probes.get('test_images', '?')} test images. {summed} "
+            f"Not measured: {metrics[M.SKIPPED]}."
+        )
+    else:
+        measured = (
             "Reconstruction of the test images, then feature quality: a k-NN classifier "
             f"(k={probes.get('knn_k', '?')}) and a logistic-regression probe fitted on the codes of "
             f"{probes.get('probe_train_images', '?')} training images and scored on the codes of "
             f"{probes.get('test_images', '?')} test images, beside PCA codes of the same size and raw "
-            "pixels. Squared error per image is summed over the 784 pixels (in [0, 1]) and averaged "
-            "over images.",
-            metrics_table(cfg, metrics),
-        ),
+            f"pixels. {summed}"
+        )
+    per_label = [] if M.SKIPPED in metrics else [(f"Per {noun}", "", per_digit_table(details, noun))]
+    return [
+        ("Configuration", "", config_table(cfg, train, run_id, details)),
+        ("Metrics on the test set", measured, metrics_table(cfg, metrics)),
         ("Reference", hinton_text(cfg, metrics), None),
         (
             "Compression",
@@ -227,11 +256,11 @@ def sections(
             "stored once with the decoder).",
             compression_table(metrics),
         ),
-        ("Per digit", "", per_digit_table(details)),
+        *per_label,
         (
             "Worst-reconstructed test images",
             "The anomaly view: the test images the autoencoder reconstructs worst.",
-            worst_table(details),
+            worst_table(details, noun),
         ),
         *anomaly_section(metrics, details),
     ]

@@ -3,10 +3,11 @@
     aeflow-encode digits/ --model models:/aeflow-mnist@champion --out encoded/
     aeflow-encode digits.npy --checkpoint models/best.ckpt --params params.yaml --out encoded/
 
-Input: a folder of H x W grayscale PNGs (the model's image size, 28 x 28 for
-MNIST; sorted by name), or an .npy array (N, H, W) / (N, H*W), uint8 in
-0..255 or floats in [0, 1]. Output in --out: codes.npy (N, latent_dim),
-reconstructions.npy (N, H, W) in [0, 1], names.txt (one input name per row)
+Input: a folder of H x W PNGs (the model's image size, 28 x 28 for MNIST;
+sorted by name; grey, or colour for a model trained on RGB images), or an .npy
+array (N, H, W) / (N, C, H, W) / (N, C*H*W), uint8 in 0..255 or floats in [0, 1].
+Output in --out: codes.npy (N, latent_dim), reconstructions.npy of the input's
+shape ((N, H, W) or (N, 3, H, W)) in [0, 1], names.txt (one input name per row)
 and reconstructions/<name>.png; with --scores also scores.npy (N,) and
 is_anomaly.npy (N,) from the model's anomaly detector (the logged model's, or
 the detector.json the train stage writes beside the checkpoint).
@@ -41,7 +42,8 @@ class InputError(AeflowError):
 
 
 def read_images(source: str | Path) -> tuple[np.ndarray, list[str]]:
-    """float32 (N, H, W) in [0, 1] and a name per image, from a PNG folder or an .npy file."""
+    """float32 (N, H, W) grey or (N, 3, H, W) colour images in [0, 1] and a name per image, from a
+    PNG folder (colour if any image is) or an .npy file."""
     source = Path(source)
     if source.is_dir():
         from PIL import Image
@@ -49,23 +51,32 @@ def read_images(source: str | Path) -> tuple[np.ndarray, list[str]]:
         files = sorted(p for p in source.iterdir() if p.suffix.lower() == ".png")
         if not files:
             raise InputError(f"{source}: no .png files")
-        arrays = []
-        for path in files:
-            with Image.open(path) as img:
-                arrays.append(np.asarray(img.convert("L"), dtype=np.uint8))
-        shapes = {a.shape for a in arrays}
+        opened = [Image.open(path) for path in files]
+        try:
+            # The colour modes (a palette may hold colours too): the folder is read as RGB.
+            colour = any(img.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr") for img in opened)
+            arrays = [np.asarray(img.convert("RGB" if colour else "L"), dtype=np.uint8) for img in opened]
+        finally:
+            for img in opened:
+                img.close()
+        shapes = {a.shape[:2] for a in arrays}
         if len(shapes) != 1:
             raise InputError(f"{source}: images of different sizes {sorted(shapes)}")
-        return np.stack(arrays).astype(np.float32) / 255.0, [p.stem for p in files]
+        stacked = np.stack(arrays)  # (N, H, W) or (N, H, W, 3)
+        if colour:
+            stacked = stacked.transpose(0, 3, 1, 2)  # (N, 3, H, W), channels first as in training
+        return stacked.astype(np.float32) / 255.0, [p.stem for p in files]
     if source.suffix == ".npy" and source.is_file():
         array = np.load(source, allow_pickle=False)
         if array.ndim == 2:
             try:
-                array = unflatten_square(array)
-            except ValueError as exc:
-                raise InputError(f"{source}: {exc}") from None
-        if array.ndim != 3:
-            raise InputError(f"{source}: expected (N, H, W) or (N, H*W), got shape {array.shape}")
+                array = unflatten_square(array)  # square grey images, as MNIST's rows
+            except ValueError:
+                pass  # other rows (RGB: C*H*W, channels first): the model checks their size
+        if array.ndim not in (2, 3, 4):
+            raise InputError(
+                f"{source}: expected (N, H, W), (N, C, H, W) or (N, C*H*W), got shape {array.shape}"
+            )
         if np.issubdtype(array.dtype, np.integer):
             array = array.astype(np.float32) / 255.0
         array = array.astype(np.float32)
@@ -102,7 +113,8 @@ def from_checkpoint(checkpoint: str | Path, params: str | Path) -> Predict:
 def encode(
     images: np.ndarray, names: list[str], predict: Predict, out: str | Path, scores: bool = False
 ) -> dict[str, Path]:
-    """Write codes, reconstructions and their PNGs for `images` (N, H, W) to `out`; with `scores`,
+    """Write codes, reconstructions and their PNGs for `images` ((N, H, W) grey or (N, C, H, W)) to
+    `out`; with `scores`,
     also each image's anomaly score and flag (scores.npy, is_anomaly.npy)."""
     from PIL import Image
 
@@ -124,9 +136,12 @@ def encode(
             written[output] = out / file
             np.save(written[output], np.asarray(predict(flat, output)))
     for name, image in zip(names, recon):
-        Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8), mode="L").save(
-            out / "reconstructions" / f"{name}.png"
-        )
+        pixels = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+        if pixels.ndim == 3:  # (C, H, W) -> the (H, W, C) Pillow writes
+            pixels = pixels.transpose(1, 2, 0)
+            pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
+        if pixels.ndim == 2 or pixels.shape[-1] == 3:
+            Image.fromarray(pixels).save(out / "reconstructions" / f"{name}.png")
     return written
 
 

@@ -17,8 +17,6 @@ import numpy as np
 import torch
 from mlflow.models import infer_signature
 
-from aeflow.models.shapes import unflatten_square
-
 OUTPUTS = ("reconstruction", "code", "score", "is_anomaly")
 DETECTOR = "detector"  # artifact: aeflow.evaluation.anomaly.DetectorState as JSON
 MODEL_CODE = Path(__file__).with_name("model_code.py")
@@ -26,7 +24,8 @@ REQUIREMENTS = ("torch", "hydra-core", "omegaconf", "mlflow", "numpy")  # loadin
 
 
 class AutoencoderPyfunc(mlflow.pyfunc.PythonModel):
-    """Input: float32 images (N, 784) in [0, 1]. Param `output`: 'reconstruction' (N, 784),
+    """Input: float32 images (N, C*H*W) in [0, 1] of the trained shape (MNIST: (N, 784); RGB
+    24x32: (N, 2304), channels first). Param `output`: 'reconstruction' (N, C*H*W),
     'code' (N, latent_dim), 'score' (N,) anomaly scores or 'is_anomaly' (N,) booleans (score above
     the threshold chosen on the validation split); param `score`: which anomaly score
     (sq_err, bce, mahalanobis; default: the one the model was logged with).
@@ -56,15 +55,25 @@ class AutoencoderPyfunc(mlflow.pyfunc.PythonModel):
         return predict(self.model, model_input, output, self.detector, params.get("score"))
 
 
-def as_images(model_input: Any) -> torch.Tensor:
-    """(N, H*W) or (N, H, W) or (N, 1, H, W) values in [0, 1] -> float32 (N, 1, H, W), as in training."""
+def as_images(model_input: Any, image_shape: tuple[int, ...] = (1, 28, 28)) -> torch.Tensor:
+    """Values in [0, 1] -> float32 (N, C, H, W) of `image_shape` (C, H, W), as in training.
+
+    Accepted: (N, C*H*W) rows (channels first, as the logged signature has them), (N, C, H, W),
+    and for grey models (N, H, W).
+    """
     x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
-    if x.ndim == 2:
-        x = unflatten_square(x)
-    if x.ndim == 3:
+    channels, height, width = image_shape
+    if x.ndim == 2 and x.shape[1] == channels * height * width:
+        x = x.reshape(len(x), channels, height, width)
+    if x.ndim == 3 and channels == 1:
         x = x.unsqueeze(1)
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"expected (N, H*W), (N, H, W) or (N, 1, H, W) images, got shape {tuple(x.shape)}")
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(image_shape):
+        grey = ", (N, H, W)" if channels == 1 else ""
+        raise ValueError(
+            f"expected images of the trained shape C={channels}, H={height}, W={width}: "
+            f"(N, {channels * height * width}), (N, {channels}, {height}, {width}){grey}; "
+            f"got shape {tuple(x.shape)}"
+        )
     return x
 
 
@@ -79,7 +88,7 @@ def predict(
     or anomaly flags (N,) for images in [0, 1]; `detector`: a DetectorState, for the last two."""
     if output not in OUTPUTS:
         raise ValueError(f"params.output={output!r}: allowed: {', '.join(OUTPUTS)}")
-    x = as_images(model_input)
+    x = as_images(model_input, model.image_shape)
     with torch.no_grad():
         if output in ("score", "is_anomaly"):
             if detector is None:

@@ -33,13 +33,16 @@ def log_to_run(cfg, metrics: dict) -> None:
     import mlflow  # only here: importing MLflow is a good part of a stage's start-up
 
     from aeflow.evaluation.evaluate import MODEL
-    from aeflow.evaluation.metrics import LABELS, SQ_ERR
+    from aeflow.evaluation.metrics import LABELS, SKIPPED, SQ_ERR
     from aeflow.tracking import lineage
     from aeflow.tracking import runs as tracking
     from aeflow.tracking.registry import register_if_configured
 
     with tracking.resume_run(cfg.paths.run_info, cfg.mlflow.tracking_uri):
-        mlflow.log_metrics({k.replace(".", "/"): v for k, v in tracking.flatten(metrics).items()})
+        flat = tracking.flatten({k: v for k, v in metrics.items() if k != SKIPPED})
+        mlflow.log_metrics({k.replace(".", "/"): v for k, v in flat.items()})
+        if SKIPPED in metrics:  # words, not a number: what the data had no labels for
+            mlflow.set_tag(f"evaluate.{SKIPPED}", metrics[SKIPPED])
         lineage.describe_run(cfg, f"test {LABELS[SQ_ERR][0]}", metrics[MODEL][SQ_ERR])
         for path in (cfg.paths.eval_metrics, cfg.paths.eval_details, cfg.paths.per_digit):
             mlflow.log_artifact(path, artifact_path="metrics")

@@ -44,6 +44,7 @@ def main() -> None:
         int(cfg.model.latent_dim),
         settings(cfg, "visualize", VisualizeConfig),
         Path(paths.figures),
+        noun="class" if packed else "digit",
     )
     metrics = json.loads(Path(paths.eval_metrics).read_text())
     drawn += anomaly_figures.draw(

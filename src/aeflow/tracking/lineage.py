@@ -107,10 +107,12 @@ def note(cfg: DictConfig, headline: str, value: float) -> str:
         for n in [encoder.get("in_features", ""), *encoder.get("hidden", []), model.latent_dim]
         if n != ""
     )
+    from aeflow.data.folder import describe
+
     optimizer = str(cfg.optimizer._target_).rsplit(".", 1)[-1]
     return (
         f"{kind} {layers} ({model.loss} loss), {optimizer} lr {cfg.optimizer.lr}, "
-        f"{cfg.trainer.max_epochs} epochs, seed {cfg.seed}, on {cfg.data.name} "
+        f"{cfg.trainer.max_epochs} epochs, seed {cfg.seed}, on {describe(cfg.data)} "
         f"(data {data_digest(cfg)[:8]}): {headline} {value:.4f}"
     )
 

@@ -352,5 +352,5 @@ def log_best_model(cfg: DictConfig, best: Path, datamodule: pl.LightningDataModu
     serving.fit_detector(cfg, model, datamodule.splits).write(detector)
     serving.log_model(model, config_file, weights, example, detector)
     # The encoder and decoder as ONNX files too, for runtimes without PyTorch.
-    onnx_dir = onnx_export.export(model, Path(cfg.paths.checkpoints) / "onnx", (1, *images.shape[1:]))
+    onnx_dir = onnx_export.export(model, Path(cfg.paths.checkpoints) / "onnx", model.image_shape)
     mlflow.log_artifacts(str(onnx_dir), artifact_path="onnx")
