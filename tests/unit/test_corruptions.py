@@ -33,6 +33,19 @@ def test_random_corruptions_differ_between_seeds(name):
     assert not torch.equal(corrupt(images, name, seed=0), corrupt(images, name, seed=1))
 
 
+def test_blur_is_the_7x7_gaussian_convolution_with_reflected_edges():
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 28, 20), generator=gen, dtype=torch.uint8)
+    r = torch.arange(-3, 4, dtype=torch.float64)
+    k = torch.exp(-(r**2) / (2 * 1.5**2))
+    kernel = (k[:, None] * k[None, :] / k.sum() ** 2).expand(3, 1, 7, 7)
+    padded = F.pad(images.double(), (3, 3, 3, 3), mode="reflect")
+    expected = F.conv2d(padded, kernel, groups=3).round().clamp(0, 255).to(torch.uint8)
+    assert torch.equal(corrupt(images, "blur"), expected)
+
+
 def test_flips_and_inversion_are_exact():
     images = _digits()
     assert torch.equal(corrupt(images, "flip_lr"), images.flip(-1))

@@ -85,7 +85,7 @@ def _window(size: int, sigma: float | None) -> torch.Tensor:
     return gauss / gauss.sum()
 
 
-def _blur_matrix(n: int, window: torch.Tensor) -> torch.Tensor:
+def blur_matrix(n: int, window: torch.Tensor) -> torch.Tensor:
     """(n, n) matrix B with B @ x = the `window` slid over x reflect-padded to keep n samples.
 
     A separable 2-D window on (H, W) images is then B_h @ X @ B_w.T: two small
@@ -113,7 +113,7 @@ def ssim_per_image(recon: torch.Tensor, target: torch.Tensor, chunk: int = 2000)
     side = min(height, width)
     size, sigma = (SSIM_WINDOW, SSIM_SIGMA) if side >= SSIM_WINDOW else (side - (1 - side % 2), None)
     window = _window(size, sigma)
-    rows, cols = _blur_matrix(height, window).float(), _blur_matrix(width, window).float().T
+    rows, cols = blur_matrix(height, window).float(), blur_matrix(width, window).float().T
     c1, c2 = SSIM_K1**2, SSIM_K2**2
     out = []
     for i in range(0, len(recon), chunk):
