@@ -59,6 +59,33 @@ def test_separation_of_perfect_reversed_and_tied_scores():
         A.separation(torch.zeros(0), anomalous)
 
 
+@pytest.mark.parametrize("kind", ["continuous", "many ties", "two values"])
+def test_separation_and_roc_equal_scikit_learns_to_the_last_bit(kind):
+    import numpy as np
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        normal = torch.randn(int(torch.randint(1, 2000, (1,), generator=gen)), generator=gen).double()
+        anomalous = torch.randn(int(torch.randint(1, 2000, (1,), generator=gen)), generator=gen).double() + 1
+        if kind == "many ties":
+            normal, anomalous = normal.round(decimals=1), anomalous.round(decimals=1)
+        elif kind == "two values":
+            normal, anomalous = (normal > 0).double(), (anomalous > 1.5).double()
+        y = np.concatenate([np.zeros(len(normal)), np.ones(len(anomalous))])
+        s = torch.cat([normal, anomalous]).numpy()
+        fpr, tpr, _ = roc_curve(y, s)
+        assert A.separation(normal, anomalous) == {
+            A.AUROC: roc_auc_score(y, s),
+            A.AUPRC: average_precision_score(y, s),
+            A.FPR95: fpr[(tpr >= 0.95).argmax()],
+        }
+        grid = np.linspace(0, 1, 101)
+        assert A.roc_points(normal, anomalous)["tpr"] == [
+            round(float(v), 4) for v in np.interp(grid, fpr, tpr)
+        ]
+
+
 def test_fpr_at_95_tpr_counts_the_normal_images_above_the_cut():
     # 20 anomalies at 10..29; 95% TPR keeps the 19 highest, cut at 11. Normals 0..9 and 12: one above.
     normal = torch.cat([torch.arange(10.0), torch.tensor([12.0])])

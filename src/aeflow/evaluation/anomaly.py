@@ -139,18 +139,47 @@ def pca_scores(pca, images: torch.Tensor) -> torch.Tensor:
 # --- separation metrics and the threshold ----------------------------------------------------------
 
 
+def _curves(normal: torch.Tensor, anomalous: torch.Tensor):
+    """(false positives, true positives) at each distinct score, highest score first: the counts
+    scikit-learn's ranking metrics start from, computed as it does (stable descending sort,
+    cumulative sums), so the metrics below equal `roc_auc_score`, `average_precision_score` and
+    `roc_curve` to the last bit without their input validation on every call."""
+    import numpy as np
+
+    s = torch.cat([normal, anomalous]).double().numpy()
+    y = np.concatenate([np.zeros(len(normal)), np.ones(len(anomalous))])
+    order = np.argsort(s, kind="stable")[::-1]
+    s, y = s[order], y[order]
+    ends = np.concatenate([np.flatnonzero(np.diff(s)), [len(s) - 1]])  # last of each distinct score
+    tps = np.cumsum(y)[ends]
+    return 1 + ends - tps, tps
+
+
+def _roc(fps, tps):
+    """(FPR, TPR) as `sklearn.metrics.roc_curve` returns them (collinear points dropped, (0, 0) first)."""
+    import numpy as np
+
+    if len(fps) > 2:
+        keep = np.concatenate([[True], np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), [True]])
+        fps, tps = fps[keep], tps[keep]
+    fps, tps = np.concatenate([[0.0], fps]), np.concatenate([[0.0], tps])
+    return fps / fps[-1], tps / tps[-1]
+
+
 def separation(normal: torch.Tensor, anomalous: torch.Tensor) -> dict[str, float]:
     """AUROC, AUPRC and FPR at 95% TPR of a score that should be higher on `anomalous` images."""
-    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+    import numpy as np
 
     if len(normal) == 0 or len(anomalous) == 0:
         raise ValueError(f"need normal and anomalous scores, got {len(normal)} and {len(anomalous)}")
-    y = torch.cat([torch.zeros(len(normal)), torch.ones(len(anomalous))]).numpy()
-    s = torch.cat([normal, anomalous]).double().numpy()
-    fpr, tpr, _ = roc_curve(y, s)
+    fps, tps = _curves(normal, anomalous)
+    fpr, tpr = _roc(fps, tps)
+    # Average precision: the step integral of precision over recall, highest threshold last.
+    precision = np.concatenate([(tps / (tps + fps))[::-1], [1.0]])
+    recall = np.concatenate([(tps / tps[-1])[::-1], [0.0]])
     return {
-        AUROC: float(roc_auc_score(y, s)),
-        AUPRC: float(average_precision_score(y, s)),
+        AUROC: float(np.trapezoid(tpr, fpr)),
+        AUPRC: float(max(0.0, -np.sum(np.diff(recall) * precision[:-1]))),
         FPR95: float(fpr[(tpr >= 0.95).argmax()]),
     }
 
@@ -158,10 +187,8 @@ def separation(normal: torch.Tensor, anomalous: torch.Tensor) -> dict[str, float
 def roc_points(normal: torch.Tensor, anomalous: torch.Tensor, n: int = 101) -> dict[str, list[float]]:
     """The ROC curve at `n` false-positive rates from 0 to 1 (interpolated): what the report draws."""
     import numpy as np
-    from sklearn.metrics import roc_curve
 
-    y = np.concatenate([np.zeros(len(normal)), np.ones(len(anomalous))])
-    fpr, tpr, _ = roc_curve(y, torch.cat([normal, anomalous]).double().numpy())
+    fpr, tpr = _roc(*_curves(normal, anomalous))
     grid = np.linspace(0, 1, n)
     return {
         "fpr": [round(float(v), 4) for v in grid],
