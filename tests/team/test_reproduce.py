@@ -4,6 +4,7 @@ lineage that run records: datasets, MLflow system tags, description, the run id 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -59,10 +60,13 @@ def in_clone(project: Path, *cmd: str) -> subprocess.CompletedProcess:
 
 
 def reproduce(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """`.venv/bin/aeflow reproduce ...` as a user runs it without activating the venv: PATH lacks it."""
+    env = user_env(PYTHONPATH=str(project / "src"))
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != BIN)
     return subprocess.run(
         [str(BIN / "aeflow"), "reproduce", *args],
         cwd=project,
-        env=user_env(PYTHONPATH=str(project / "src")),
+        env=env,
         capture_output=True,
         text=True,
     )

@@ -330,6 +330,8 @@ def reproduce(run_id: str, uri: str, root: Path, rtol: float = 0.0, allow_dirty:
     env.update(
         MLFLOW_TRACKING_URI=uri,
         PYTHONPATH=os.pathsep.join(filter(None, [str(work / "src"), env.get("PYTHONPATH")])),
+        # The stages' `python` (dvc.yaml) is this environment's, also when the venv is not activated.
+        PATH=os.pathsep.join(filter(None, [str(Path(sys.executable).parent), env.get("PATH")])),
     )
     config = json.loads(json.dumps(recorded.config))  # a copy
     config["mlflow"]["tracking_uri"] = None  # the store comes from MLFLOW_TRACKING_URI (above)
