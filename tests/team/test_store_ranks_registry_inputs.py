@@ -69,6 +69,8 @@ def test_read_images_rejects_what_it_cannot_encode(tmp_path):
 
 def test_serving_takes_flat_or_square_images_and_refuses_others():
     class Probe(torch.nn.Module):
+        image_shape = (1, 28, 28)  # (C, H, W), as AutoencoderNet tells the server
+
         def encode(self, x):
             assert x.shape[1:] == (1, 28, 28)  # the layout the model was trained on
             return x.flatten(1)[:, :3]
@@ -78,7 +80,7 @@ def test_serving_takes_flat_or_square_images_and_refuses_others():
 
     for shape in ((2, 784), (2, 28, 28), (2, 1, 28, 28)):
         assert serving.predict(Probe(), np.zeros(shape, np.float32), "code").shape == (2, 3)
-    with pytest.raises(ValueError, match="columns"):
+    with pytest.raises(ValueError, match=r"trained shape C=1, H=28, W=28: \(N, 784\)"):
         serving.predict(Probe(), np.zeros((2, 780), np.float32), "code")
     with pytest.raises(ValueError, match="allowed"):
         serving.predict(Probe(), np.zeros((2, 784), np.float32), "logits")

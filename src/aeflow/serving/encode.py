@@ -73,9 +73,10 @@ def read_images(source: str | Path) -> tuple[np.ndarray, list[str]]:
                 array = unflatten_square(array)  # square grey images, as MNIST's rows
             except ValueError:
                 pass  # other rows (RGB: C*H*W, channels first): the model checks their size
-        if array.ndim not in (2, 3, 4):
+        if array.ndim not in (2, 3, 4) or (array.ndim == 4 and array.shape[1] not in (1, 3)):
             raise InputError(
-                f"{source}: expected (N, H, W), (N, C, H, W) or (N, C*H*W), got shape {array.shape}"
+                f"{source}: expected (N, H, W), (N, C, H, W) with C 1 or 3, or (N, C*H*W), "
+                f"got shape {array.shape}"
             )
         if np.issubdtype(array.dtype, np.integer):
             array = array.astype(np.float32) / 255.0
