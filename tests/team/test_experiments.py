@@ -47,9 +47,13 @@ def test_queued_sweep_lands_every_experiment_in_the_project_store(team_project, 
         *[arg for override in fixed for arg in ("-S", override)],
     )
     assert (out.stdout + out.stderr).count("Queued experiment") == len(SIZES), out.stdout + out.stderr
-    run(project, "dvc", "queue", "start", "-j", "2")
+    # One worker: with several, DVC's queue can fail a task for its own reasons (treeverse/dvc#10673,
+    # seen here under load); tests/reliability/test_concurrency.py covers two at a time.
+    run(project, "dvc", "queue", "start", "-j", "1")
     status = wait_for_queue(project)
-    assert status.count("Success") == len(SIZES) and "Failed" not in status, status
+    failed = [line.split()[0] for line in status.splitlines() if line.endswith("Failed")]
+    logs = "".join(run(project, "dvc", "queue", "logs", task, check=False).stdout[-4000:] for task in failed)
+    assert status.count("Success") == len(SIZES) and not failed, status + logs
 
     shown = run(project, "dvc", "exp", "show", "--csv", "--no-pager").stdout
     # Experiment rows (typ branch_commit/branch_base), not the workspace and baseline rows.
