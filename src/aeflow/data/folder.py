@@ -30,6 +30,12 @@ SPLITS = ("train", "val", "test")
 UNLABELED = -1
 
 
+def has_labels(labels: Any) -> bool:
+    """Whether images with these labels (a tensor or array) are labelled: a folder without class
+    subfolders gives every image UNLABELED; MNIST-family data is always labelled."""
+    return len(labels) > 0 and int(labels.min()) != UNLABELED
+
+
 @dataclass
 class FolderIndex:
     """The files of each split (relative to the scanned root, sorted) and their labels."""

@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from aeflow.config.schema import EvaluateConfig
+from aeflow.data.folder import has_labels
 from aeflow.data.splits import load_splits
 from aeflow.evaluation import anomaly, protocols
 from aeflow.evaluation import metrics as M
@@ -221,7 +222,7 @@ def evaluate(cfg: DictConfig, model: torch.nn.Module, datamodule=None) -> Evalua
     latent_dim = int(cfg.model.latent_dim)
     pca = fit_pca(train[0], pca_components(latent_dim))
     config = settings(cfg, "evaluate", EvaluateConfig)
-    labelled = getattr(datamodule, "labelled", True)  # MNIST-family data always has labels
+    labelled = has_labels(test[1])
     result = evaluate_splits(model, pca.first(latent_dim), train, test, config, int(cfg.seed), labelled)
     result.pca = pca
     found = protocols.from_config(cfg, model, splits, pca.first(latent_dim), config)

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from aeflow.config.schema import VisualizeConfig  # noqa: E402
+from aeflow.data.folder import has_labels  # noqa: E402
 from aeflow.evaluation.evaluate import MODEL, NAMES  # noqa: E402
 from aeflow.evaluation.metrics import LABELS, SQ_ERR  # noqa: E402
 from aeflow.evaluation.pca import PCA  # noqa: E402
@@ -42,11 +43,6 @@ def show(ax: plt.Axes, image: torch.Tensor) -> None:
         ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy())  # (H, W, 3), as imshow takes colour
     else:
         ax.imshow(image.squeeze().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-
-
-def has_labels(labels: torch.Tensor) -> bool:
-    """Whether the test images have labels (a folder without class subfolders gives -1)."""
-    return bool(len(labels)) and int(labels.min()) >= 0
 
 
 def one_per_class(labels: torch.Tensor, per_class: int = 1) -> torch.Tensor:
