@@ -32,6 +32,25 @@ N_RUNS = 4
 
 SCHEMA_CREATED = "Creating initial MLflow database tables"  # MLflow logs it when it creates the schema
 
+# One process of the dataset test: it logs the same three datasets as the other
+# processes, to runs of its own, at the same instants (a new digest each round).
+SAME_DATASETS = """
+import sys, time
+import mlflow
+from mlflow.entities import Dataset, DatasetInput
+from aeflow.tracking import runs
+
+uri, start, rounds = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+client = mlflow.MlflowClient(runs.store_uri(uri))
+experiment = client.get_experiment_by_name("datasets").experiment_id
+for i in range(rounds):
+    run_id = client.create_run(experiment).info.run_id
+    while time.time() < start + i * 0.5:
+        pass
+    splits = [Dataset(f"mnist-{s}", f"d{i}", "local", "{}") for s in ("train", "val", "test")]
+    runs.log_inputs(client, run_id, [DatasetInput(d) for d in splits])
+"""
+
 
 @pytest.mark.slow
 def test_four_processes_log_to_one_new_sqlite_store(tiny_data, tmp_path):
@@ -118,3 +137,36 @@ def test_four_queued_experiments_two_at_a_time(downloaded_project, mnist_mirror,
         assert run.info.status == "FINISHED"
         assert {"best_val_loss", "train_time_s", "train/loss", "val/loss"} <= set(run.data.metrics)
         assert logged_models(client, run.info.run_id) == {"model"}
+
+
+def test_processes_logging_the_same_datasets_at_once_all_record_them(tmp_path):
+    # Runs of one sweep log the same data: MLflow's check-then-insert of the
+    # dataset row races between processes (it failed runs of a two-worker search).
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.MlflowClient(uri).create_experiment("datasets")
+    rounds, start = 8, time.time() + 15  # every process is up (imports done) before the first round
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SAME_DATASETS, uri, str(start), str(rounds)],
+            env=stage_env(),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(N_RUNS)
+    ]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("datasets").experiment_id])
+    assert len(runs) == N_RUNS * rounds
+    for (
+        run
+    ) in runs:  # each run is linked to its round's three datasets, shared with the other processes' runs
+        assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == [
+            "mnist-test",
+            "mnist-train",
+            "mnist-val",
+        ]
+        assert len({d.dataset.digest for d in run.inputs.dataset_inputs}) == 1

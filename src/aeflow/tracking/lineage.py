@@ -93,7 +93,7 @@ def record_inputs(
     `splits` is the data module's {split: (images (N, H, W), labels (N,))}.
     """
     sizes = {split: tuple(images.shape) for split, (images, _) in splits.items()}
-    runs.retry_locked(client.log_inputs, run_id, datasets=split_inputs(cfg, sizes))
+    runs.log_inputs(client, run_id, split_inputs(cfg, sizes))
     client.log_text(run_id, logged_config(cfg), CONFIG_ARTIFACT)
 
 

@@ -183,17 +183,51 @@ def is_locked_error(exc: BaseException) -> bool:
     return "database is locked" in str(exc) or "database is busy" in str(exc)
 
 
+# What SQLite, PostgreSQL and MySQL say when an INSERT hits a row another writer just added.
+_DUPLICATE_ROW = (
+    "UNIQUE constraint failed",
+    "duplicate key value violates unique constraint",
+    "Duplicate entry",
+)
+
+
+def is_duplicate_row_error(exc: BaseException) -> bool:
+    return any(text in str(exc) for text in _DUPLICATE_ROW)
+
+
 def retry_locked(fn, *args, **kwargs):
     """Call `fn`; on SQLite's "database is locked", wait and retry, then re-raise (never swallow)."""
+    return _retry(is_locked_error, fn, *args, **kwargs)
+
+
+def _retry(retryable, fn, *args, **kwargs):
     for attempt in range(SQLITE_LOCKED_RETRIES):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            if not is_locked_error(exc) or attempt == SQLITE_LOCKED_RETRIES - 1:
+            if not retryable(exc) or attempt == SQLITE_LOCKED_RETRIES - 1:
                 raise
-            log.warning("MLflow store busy (%s); retrying in %d s", exc, 2**attempt)
+            log.warning("MLflow store write did not go through (%s); retrying in %d s", exc, 2**attempt)
             time.sleep(2**attempt)
     raise AssertionError("unreachable")
+
+
+def log_inputs(client: mlflow.MlflowClient, run_id: str, datasets: list) -> None:
+    """`client.log_inputs`, safe when other processes log the same datasets to the experiment at once.
+
+    MLflow looks up the experiment's datasets, then inserts the ones it did not
+    find, in one transaction; two processes logging the same dataset (runs of
+    one sweep or search, same data) can both decide to insert it, and the
+    later one fails on the unique (experiment, name, digest) row. That
+    transaction is rolled back whole, so calling again is safe: it finds the
+    other process's row and links this run to it.
+    """
+    _retry(
+        lambda e: is_locked_error(e) or is_duplicate_row_error(e),
+        client.log_inputs,
+        run_id,
+        datasets=datasets,
+    )
 
 
 def ensure_experiment(client: mlflow.MlflowClient, name: str, uri: str) -> str:
