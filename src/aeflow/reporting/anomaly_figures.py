@@ -74,7 +74,9 @@ def histograms(details: Mapping, path: Path) -> Path:
                 ax.set_title(A.SCORE_LABELS[score], fontsize=8)
         axes[r, 0].set_ylabel(where, rotation=0, ha="right", va="center", fontsize=8)
     axes[0, -1].legend(["test images", "outside images"], fontsize=7, loc="upper right")
-    fig.tight_layout()
+    # Fixed spacing: the panels have no y ticks and equal tick labels, and `tight_layout`
+    # measured every one of them (a third of this figure's time); savefig trims the margins.
+    fig.subplots_adjust(wspace=0.1, hspace=0.5)
     return save_figure(fig, path)
 
 

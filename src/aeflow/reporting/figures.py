@@ -45,6 +45,22 @@ def show(ax: plt.Axes, image: torch.Tensor) -> None:
         ax.imshow(image.squeeze().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
 
 
+TILE_GAP = 2  # white pixels between the images of a grid row
+
+
+def strip(row: torch.Tensor, n: int, channels: int) -> torch.Tensor:
+    """Images (k <= n, C, H, W) or (k, H, W) side by side as one (channels, H, n*W + gaps) image;
+    white gaps, white where a row has fewer than `n` images; grey images repeated to `channels`."""
+    row = row.detach().float().clamp(0, 1).cpu()
+    row = row.unsqueeze(1) if row.dim() == 3 else row
+    k, _, h, w = row.shape
+    out = torch.ones(channels, h, n * w + (n - 1) * TILE_GAP)
+    for c in range(k):
+        x = c * (w + TILE_GAP)
+        out[:, :, x : x + w] = row[c].expand(channels, h, w)
+    return out
+
+
 def one_per_class(labels: torch.Tensor, per_class: int = 1) -> torch.Tensor:
     """Indices of the first `per_class` examples of each label, ordered by label."""
     picks = [torch.nonzero(labels == c).flatten()[:per_class] for c in labels.unique().sort().values]
@@ -57,38 +73,35 @@ def reconstructions(images: torch.Tensor, model: torch.nn.Module, pca: PCA, path
     rows = {
         "original": images,
         "autoencoder": model(images),
-        f"PCA ({pca.k})": pca.decode(pca.encode(images)).view_as(images).clamp(0, 1),
+        f"PCA ({pca.k})": pca.decode(pca.encode(images)).view_as(images),
     }
-    n = len(images)
-    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0))
-    for r, (name, row) in enumerate(rows.items()):
-        for c in range(n):
-            ax = axes[r, c]
-            show(ax, row[c])
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    return save_figure(fig, path)
+    return save_figure(image_grid(rows), path)
 
 
 def image_grid(
     rows: dict[str, torch.Tensor], titles: list[str] | None = None, size: float = 0.9
 ) -> plt.Figure:
-    """One row of images per entry (each (n, C, H, W) or (n, H, W) in [0, 1]), labelled on the left."""
+    """One row of images per entry (each (n, C, H, W) or (n, H, W) in [0, 1]), labelled on the left.
+
+    Each row is one picture of its images side by side: a matplotlib Axes per
+    image cost more than all the rest of the report (about 30 ms each to make
+    and to save, hundreds of them).
+    """
     n = max(len(r) for r in rows.values())
-    fig, axes = plt.subplots(len(rows), n, figsize=(n * size, len(rows) * size * 1.1), squeeze=False)
-    for r, (name, row) in enumerate(rows.items()):
-        for c in range(n):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c < len(row):
-                show(ax, row[c])
-            else:
-                ax.axis("off")
-            if titles and r == 0 and c < len(titles):
-                ax.set_title(titles[c], fontsize=7)
-        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    channels = 3 if any(r.dim() == 4 and r.shape[1] == 3 for r in rows.values()) else 1
+    fig, axes = plt.subplots(len(rows), 1, figsize=(n * size, len(rows) * size * 1.1), squeeze=False)
+    for (name, row), ax in zip(rows.items(), axes[:, 0]):
+        show(ax, strip(row, n, channels))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.spines[:].set_visible(False)
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    if titles:
+        width = (rows[next(iter(rows))].shape[-1]) + TILE_GAP
+        for c, title in enumerate(titles[:n]):
+            axes[0, 0].text(
+                c * width + (width - TILE_GAP) / 2, -1, title, ha="center", va="bottom", fontsize=7
+            )
     return fig
 
 
