@@ -45,9 +45,9 @@ run: $(STAMP)
 	$(BIN)/python -m aeflow.config $(ARGS)
 	$(BIN)/dvc repro
 
-## the whole test suite (what CI runs), on $(TEST_WORKERS) workers
+## the whole test suite (what CI runs), on $(TEST_WORKERS) workers; the 25 slowest tests listed at the end
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=25
 
 ## unit tests only: in-process, synthetic data, no stage subprocesses (well under a minute)
 test-fast: $(STAMP)
