@@ -176,6 +176,8 @@ def _shared_group(item, expensive: dict) -> str | None:
     return item.module.__name__ if shared[base].scope == "module" else base
 
 
+# tryfirst: pytest-xdist reads the `xdist_group` marks in its own collection hook; after it they are lost.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         defs = _fixture_defs(item)
