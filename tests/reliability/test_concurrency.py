@@ -45,8 +45,7 @@ client = mlflow.MlflowClient(runs.store_uri(uri))
 experiment = client.get_experiment_by_name("datasets").experiment_id
 for i in range(rounds):
     run_id = client.create_run(experiment).info.run_id
-    while time.time() < start + i * 0.5:
-        pass
+    time.sleep(max(0.0, start + i * 0.5 - time.time()))  # sleeping, not spinning: the others need the cores
     splits = [Dataset(f"mnist-{s}", f"d{i}", "local", "{}") for s in ("train", "val", "test")]
     runs.log_inputs(client, run_id, [DatasetInput(d) for d in splits])
 """
@@ -161,12 +160,8 @@ def test_processes_logging_the_same_datasets_at_once_all_record_them(tmp_path):
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("datasets").experiment_id])
     assert len(runs) == N_RUNS * rounds
-    for (
-        run
-    ) in runs:  # each run is linked to its round's three datasets, shared with the other processes' runs
-        assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == [
-            "mnist-test",
-            "mnist-train",
-            "mnist-val",
-        ]
+    # Each run is linked to its round's three datasets, shared with the other processes' runs.
+    splits = ["mnist-test", "mnist-train", "mnist-val"]
+    for run in runs:
+        assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == splits
         assert len({d.dataset.digest for d in run.inputs.dataset_inputs}) == 1

@@ -38,11 +38,11 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
 
 
 def show(ax: plt.Axes, image: torch.Tensor) -> None:
-    """One image in [0, 1] on `ax`: (3, H, W) in colour, (1, H, W) or (H, W) in grey."""
-    if image.dim() == 3 and image.shape[0] == 3:
-        ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy())  # (H, W, 3), as imshow takes colour
+    """One CPU image in [0, 1] (a `strip`) on `ax`: (3, H, W) in colour, (1, H, W) in grey."""
+    if image.shape[0] == 3:
+        ax.imshow(image.permute(1, 2, 0).numpy())  # (H, W, 3), as imshow takes colour
     else:
-        ax.imshow(image.squeeze().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
 
 
 TILE_GAP = 2  # white pixels between the images of a grid row
@@ -81,7 +81,7 @@ def reconstructions(images: torch.Tensor, model: torch.nn.Module, pca: PCA, path
 def image_grid(
     rows: dict[str, torch.Tensor], titles: list[str] | None = None, size: float = 0.9
 ) -> plt.Figure:
-    """One row of images per entry (each (n, C, H, W) or (n, H, W) in [0, 1]), labelled on the left.
+    """One row of images per entry (each (n, C, H, W) or (n, H, W); clamped to [0, 1]), labelled on the left.
 
     Each row is one picture of its images side by side: a matplotlib Axes per
     image cost more than all the rest of the report (about 30 ms each to make
@@ -118,7 +118,7 @@ def worst_reconstructed(images: torch.Tensor, model: torch.nn.Module, worst: lis
         f"#{w['index']}" + (f" ({w['digit']})" if "digit" in w else "") + f"\n{w['sq_err_per_image']:.1f}"
         for w in worst
     ]
-    fig = image_grid({"original": picked, "autoencoder": model(picked).clamp(0, 1)}, titles)
+    fig = image_grid({"original": picked, "autoencoder": model(picked)}, titles)
     return save_figure(fig, path)
 
 
