@@ -10,7 +10,7 @@ UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env lock lock-check run test test-fast lint ui bench bench-pipeline params clean
+.PHONY: env lock lock-check run deps test test-fast lint ui bench bench-pipeline params clean
 
 env: $(STAMP)
 
@@ -45,6 +45,10 @@ run: $(STAMP)
 	$(BIN)/python -m aeflow.config $(ARGS)
 	$(BIN)/dvc repro
 
+## rewrite each stage's code deps in dvc.yaml as its import closure (after adding or moving imports)
+deps: $(STAMP)
+	$(BIN)/python -m aeflow.stages.deps --write
+
 ## the whole test suite (what CI runs), on $(TEST_WORKERS) workers; the 25 slowest tests listed at the end
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=25
@@ -58,7 +62,8 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
-## pipeline overhead: a fresh `dvc repro` vs its training time, and a no-op `dvc repro` (temp copy)
+## the pipeline's cost (temp copy): a fresh `dvc repro`, then one after a training-only change, each stage
+## timed, against the training time; and a no-op `dvc repro`. e.g. make bench-pipeline BENCH_ARGS="--override trainer.max_epochs=2"
 bench-pipeline: $(STAMP)
 	$(BIN)/python benchmarks/pipeline.py $(BENCH_ARGS)
 

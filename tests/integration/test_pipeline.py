@@ -21,7 +21,7 @@ def project(tmp_path_factory, mnist_mirror) -> Path:
     project = clone_project(tmp_path_factory.mktemp("project"))
     compose(project, f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", *FAST)
     out = sh(project, "dvc", "repro")
-    assert ran_stages(out) == {"download", "train", "evaluate", "visualize"}
+    assert ran_stages(out) == {"download", "baselines", "train", "evaluate", "package", "visualize"}
     return project
 
 
@@ -46,6 +46,15 @@ def test_repro_produces_every_declared_output(project):
         "plots/figures/per_digit.png",
         "reports/report.html",
         "reports/report.md",
+        # the baselines (data only) and the package (what is served)
+        "baselines/pca.npz",
+        "baselines/metrics.json",
+        "baselines/anomaly_scores.npz",
+        "package/weights.pt",
+        "package/config.yaml",
+        "package/detector.json",
+        "package/onnx/encoder.onnx",
+        "package/onnx/decoder.onnx",
     ):
         assert (project / rel).is_file() and (project / rel).stat().st_size > 0, rel
     metrics = json.loads((project / "metrics/evaluate.json").read_text())
@@ -135,9 +144,9 @@ def test_second_repro_runs_nothing(project):
     assert ran_stages(sh(project, "dvc", "repro")) == set()
 
 
-def test_training_param_change_reruns_train_evaluate_visualize_only(project, mnist_mirror):
+def test_training_param_change_reruns_all_but_the_data_and_the_baselines(project, mnist_mirror):
     compose(project, f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", *FAST, "optimizer.lr=0.005")
-    assert ran_stages(sh(project, "dvc", "repro")) == {"train", "evaluate", "visualize"}
+    assert ran_stages(sh(project, "dvc", "repro")) == {"train", "evaluate", "package", "visualize"}
 
 
 def make_run(project: Path, *overrides: str) -> str:
@@ -161,6 +170,11 @@ def test_make_run_runs_the_edited_conf_then_nothing(project, mnist_mirror):
     assert run.data.params["seed"] == "7"
 
     assert ran_stages(make_run(project, *fixed)) == set()
+    # Nothing staged behind the user's back; what is new is what they commit (the lock file, the
+    # metrics and plots git keeps); no lock file of the tracking store.
+    assert sh(project, "git", "diff", "--cached", "--name-only") == ""
+    untracked = {ln[3:] for ln in sh(project, "git", "status", "--porcelain").splitlines() if ln[:2] == "??"}
+    assert untracked <= {"dvc.lock", "metrics/", "plots/"}, untracked
 
 
 def test_a_stage_on_a_stale_params_yaml_names_the_keys_and_the_fix(project):

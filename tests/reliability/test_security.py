@@ -134,11 +134,13 @@ def test_the_pickle_check_finds_a_pickle_by_name_and_by_content(tmp_path):
 
 
 def test_the_logged_model_holds_no_pickle(tmp_path, monkeypatch, tiny_cfg):
+    from aeflow.serving import package
     from aeflow.training.train import train
 
     monkeypatch.chdir(tmp_path)  # the store's artifacts go beside it, not into the repository
     tiny_cfg.mlflow.log_model = True
     result = train(tiny_cfg)
+    package.from_config(tiny_cfg)
     mlflow.set_tracking_uri(tiny_cfg.mlflow.tracking_uri)
     model = Path(
         mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/model", dst_path=str(tmp_path / "m"))

@@ -10,7 +10,8 @@ import torch
 from aeflow.config.instantiate import instantiate_datamodule, instantiate_model
 from aeflow.config.schema import EvaluateConfig
 from aeflow.evaluation import metrics as M
-from aeflow.evaluation.evaluate import evaluate, fit_pca, probe_subset, worst_images
+from aeflow.evaluation.evaluate import evaluate, worst_images
+from aeflow.evaluation.scoring import fit_pca, probe_subset
 from aeflow.reporting import figures, report
 
 

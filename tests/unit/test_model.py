@@ -46,7 +46,9 @@ def test_few_training_steps_reduce_loss():
     assert losses[-1] < losses[0]
 
 
-def test_train_writes_checkpoints_metrics_and_one_mlflow_run(tiny_cfg):
+def test_train_writes_checkpoints_metrics_and_one_mlflow_run_and_package_logs_the_model(tiny_cfg):
+    from aeflow.serving import package
+
     result = train(tiny_cfg)
     paths = tiny_cfg.paths
     assert result.best_checkpoint.name == "best.ckpt"
@@ -63,6 +65,8 @@ def test_train_writes_checkpoints_metrics_and_one_mlflow_run(tiny_cfg):
     assert run.data.params["model.latent_dim"] == "128"
     assert len(client.get_metric_history(result.run_id, "val/loss")) == 2
     assert json.loads(open(paths.run_info).read())["run_id"] == result.run_id
+    assert not client.list_artifacts(result.run_id, "model")  # the package stage logs the model
+    package.from_config(tiny_cfg)
     loaded = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
     codes = loaded.predict(torch.rand(2, 784).numpy(), params={"output": "code"})
     assert codes.shape == (2, 128)

@@ -28,7 +28,7 @@ def _tiny_cfg(root: Path):
     )
     cfg.data.files = make_synthetic_idx(root / "data")
     cfg.paths.data = str(root / "data")
-    for key in ("checkpoints", "run_info", "train_metrics", "loss_curve", "resume"):
+    for key in ("checkpoints", "run_info", "train_metrics", "loss_curve", "resume", "package"):
         cfg.paths[key] = str(root / "out" / cfg.paths[key])
     cfg.mlflow.tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     return cfg
@@ -38,6 +38,7 @@ def _tiny_cfg(root: Path):
 def logged(tmp_path_factory):
     """A tiny trained model logged to a SQLite store: (model folder, config, the data splits)."""
     from aeflow.config.instantiate import instantiate_datamodule
+    from aeflow.serving import package
     from aeflow.training.train import train
 
     root = tmp_path_factory.mktemp("served")
@@ -45,6 +46,7 @@ def logged(tmp_path_factory):
     cfg.mlflow.log_model = True
     cfg.evaluate.threshold_quantile = 0.9
     run_id = train(cfg).run_id
+    package.from_config(cfg)
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=str(root / "m")))
     dm = instantiate_datamodule(cfg)

@@ -1,5 +1,6 @@
-"""The stages that do not train (evaluate, visualize) load the plain network and import neither
-Lightning nor the packages it pulls in (torchmetrics, torchvision): their start-up stays short."""
+"""The stages that do not train (baselines, evaluate, package, visualize) load the plain network
+and import neither Lightning nor the packages it pulls in (torchmetrics, torchvision): their
+start-up stays short."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def loaded_training_packages(stage: str, extra: str = "") -> list[str]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("stage", ["evaluate", "visualize"])
+@pytest.mark.parametrize("stage", ["baselines", "evaluate", "package", "visualize"])
 def test_stage_that_does_not_train_imports_no_lightning(stage):
     assert "from aeflow.config.params import load_params" in import_statements(stage)  # main()'s
     assert loaded_training_packages(stage) == []

@@ -67,15 +67,25 @@ def test_recording_config_sees_reads_inside_lists_and_nested_nodes():
     assert undeclared(READ, ["a.c"]) == ["a.b"]
 
 
-@pytest.mark.parametrize("stage", ["download", "evaluate", "visualize"])
+# What each stage needs done before it (its upstream in dvc.yaml), after the synthetic data.
+UPSTREAM = {
+    "download": [],
+    "baselines": [],
+    "evaluate": ["baselines"],
+    "package": ["baselines", "evaluate"],
+    "visualize": ["baselines", "evaluate"],
+}
+
+
+@pytest.mark.parametrize("stage", list(UPSTREAM))
 def test_stage_reads_only_declared_params(stage, tiny_cfg, monkeypatch):
     import importlib
 
-    if stage != "download":  # the synthetic data is in place; the later stages need a model
+    if stage not in ("download", "baselines"):  # the synthetic data is in place; these need a model
         train(tiny_cfg)
-    if stage == "visualize":  # visualize reads evaluate's outputs
-        monkeypatch.setattr("aeflow.config.params.load_params", lambda *a, **k: tiny_cfg)
-        importlib.import_module("aeflow.stages.evaluate").main()
+    monkeypatch.setattr("aeflow.config.params.load_params", lambda *a, **k: tiny_cfg)
+    for before in UPSTREAM[stage]:
+        importlib.import_module(f"aeflow.stages.{before}").main()
     READ.clear()
     cfg = recording(tiny_cfg)
     monkeypatch.setattr("aeflow.config.params.load_params", lambda *a, **k: cfg)

@@ -31,7 +31,7 @@ from aeflow.models.shapes import check_conv_size, height_width
 @dataclass
 class PathsConfig:
     data: str = "data/raw"
-    data_source: str = "src/aeflow/data"
+    data_source: str = "src/aeflow/data/download.py"
     checkpoints: str = "models"
     run_info: str = "models/run.json"
     train_metrics: str = "metrics/train.json"
@@ -40,11 +40,12 @@ class PathsConfig:
     figures: str = "plots/figures"
     eval_details: str = "metrics/evaluate_details.json"
     per_digit: str = "plots/per_digit.csv"
-    pca: str = "metrics/pca.npz"
     report_html: str = "reports/report.html"
     report_md: str = "reports/report.md"
     resume: str = ".resume"
     ood: str = "data/ood"
+    baselines: str = "baselines"
+    package: str = "package"
 
 
 @dataclass

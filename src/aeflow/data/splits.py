@@ -70,3 +70,24 @@ def load_splits(
     }
     log.info("%s: %s", name, {k: len(v[1]) for k, v in splits.items()})
     return splits
+
+
+def splits_from_config(cfg) -> dict[str, Split]:
+    """The splits as the stages that do not train read them, on the CPU: a data=folder pack's
+    arrays (aeflow.data.packed_splits), else the IDX files in `paths.data` split as the
+    DataModule splits them."""
+    from aeflow.data import packed_splits
+
+    packed = packed_splits.from_config(cfg)
+    if packed is not None:
+        packed.setup()
+        return packed.splits
+    data = cfg.data
+    return load_splits(
+        cfg.paths.data,
+        data.files,
+        int(data.val_size),
+        int(data.split_seed),
+        str(data.get("name", "")),
+        data.get("classes"),
+    )

@@ -44,6 +44,8 @@ SHIFT, OOD, OTHER_CLASSES = "shift", "ood", "other_classes"
 ANOMALY = "anomaly"  # the section of metrics/evaluate.json and of the details file
 # Keys of the `anomaly` section beside the protocols.
 THRESHOLD, QUANTILE, FLAGGED_TEST = "threshold", "quantile", "flagged_test"
+# Which images a set of scores belongs to: the normal test images, or '<protocol>/<set>'.
+NORMAL = "test"
 
 # The least shrinkage of the code covariance towards (trace / D) * identity. Its smallest
 # eigenvalue is then at least MIN_SHRINKAGE * trace / D, so the precision's condition number is
@@ -319,6 +321,7 @@ def evaluate_anomaly(
     quantile: float,
     extreme_n: int = 16,
     index: torch.Tensor | None = None,
+    known: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> AnomalyResult:
     """Separation of `normal` test images (N, 1, H, W) from each set in `outsides`
     ({protocol: {set name: images}}), for every score `scores_of(images)` returns.
@@ -327,8 +330,15 @@ def evaluate_anomaly(
     each set flagged above them. The details keep, per set, the histograms and ROC curves
     the report draws, and the indices of the most and least anomalous normal images
     (`index[i]` for the i-th normal image: its place in the whole test set; default i).
+    `known`: scores computed before, {`NORMAL` or '<protocol>/<set>': {score: (N,)}}, added
+    after those of `scores_of` (e.g. PCA's, which depend on the data alone).
     """
-    base = scores_of(normal)
+    known = known or {}
+
+    def scored(where: str, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {**scores_of(images), **known.get(where, {})}
+
+    base = scored(NORMAL, normal)
     metrics: dict = {
         QUANTILE: quantile,
         THRESHOLD: {k: thresholds[k] for k in base},
@@ -337,8 +347,8 @@ def evaluate_anomaly(
     details: dict = {"histograms": {}, "roc": {}, "extremes": {}}
     for protocol, sets in outsides.items():
         for name, images in sets.items():
-            out = scores_of(images)
             where = f"{protocol}/{name}"
+            out = scored(where, images)
             metrics.setdefault(protocol, {})[name] = {
                 k: {**separation(base[k], out[k]), FLAGGED: flagged_share(out[k], thresholds[k])}
                 for k in base

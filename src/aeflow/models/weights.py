@@ -18,8 +18,15 @@ BEST, LAST = "best", "last"  # ModelCheckpoint file names (best by val/loss, and
 NET_PREFIX = "net."  # the Autoencoder's attribute holding the AutoencoderNet
 
 
+CONFIG = "config.yaml"  # beside the checkpoints: the resolved config they were trained with
+
+
 def checkpoint_path(cfg: DictConfig, which: str) -> Path:
     return Path(cfg.paths.checkpoints) / f"{which}.ckpt"
+
+
+def config_path(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.checkpoints) / CONFIG
 
 
 def network_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

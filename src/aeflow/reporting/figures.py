@@ -16,9 +16,9 @@ import torch  # noqa: E402
 
 from aeflow.config.schema import VisualizeConfig  # noqa: E402
 from aeflow.data.folder import has_labels  # noqa: E402
-from aeflow.evaluation.evaluate import MODEL, NAMES  # noqa: E402
 from aeflow.evaluation.metrics import LABELS, SQ_ERR  # noqa: E402
 from aeflow.evaluation.pca import PCA  # noqa: E402
+from aeflow.evaluation.scoring import MODEL, NAMES  # noqa: E402
 from aeflow.io import atomic_path  # noqa: E402
 from aeflow.reporting.report import Figure  # noqa: E402
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from aeflow.data.folder import describe
 from aeflow.evaluation import metrics as M
-from aeflow.evaluation.evaluate import COMPRESSION, MODEL, PCA_KEY, PIXELS
+from aeflow.evaluation.scoring import COMPRESSION, MODEL, PCA_KEY, PIXELS
 
 TITLE = "Autoencoder evaluation report"
 # Hinton & Salakhutdinov, "Reducing the dimensionality of data with neural networks",

@@ -9,8 +9,8 @@ array (N, H, W) / (N, C, H, W) / (N, C*H*W), uint8 in 0..255 or floats in [0, 1]
 Output in --out: codes.npy (N, latent_dim), reconstructions.npy of the input's
 shape ((N, H, W) or (N, 3, H, W)) in [0, 1], names.txt (one input name per row)
 and reconstructions/<name>.png; with --scores also scores.npy (N,) and
-is_anomaly.npy (N,) from the model's anomaly detector (the logged model's, or
-the detector.json the train stage writes beside the checkpoint).
+is_anomaly.npy (N,) from the model's anomaly detector (the logged model's, or for the
+pipeline's best checkpoint the package stage's detector.json in `paths.package`).
 
 The model is an MLflow model URI (models:/<name>/<version>, models:/<name>@<alias>,
 runs:/<run_id>/model; resolved against MLFLOW_TRACKING_URI or the project's
@@ -34,7 +34,6 @@ from aeflow.models.shapes import unflatten_square
 log = logging.getLogger(__name__)
 
 Predict = Callable[[np.ndarray, str], np.ndarray]
-DETECTOR_FILE = "detector.json"  # written by the train stage beside the checkpoints
 
 
 class InputError(AeflowError):
@@ -105,10 +104,22 @@ def from_checkpoint(checkpoint: str | Path, params: str | Path) -> Predict:
 
     cfg = load_params(params, sections=("model", "optimizer"))
     model = load_weights(cfg, checkpoint)  # torch.load(weights_only=True)
-    # The anomaly detector the train stage fitted, beside the checkpoint (for --scores).
-    detector = Path(checkpoint).with_name(DETECTOR_FILE)
+    detector = detector_path(cfg, checkpoint)
     state = DetectorState.load(detector) if detector.is_file() else None
     return lambda x, output: serving.predict(model, x, output, state)
+
+
+def detector_path(cfg, checkpoint: str | Path) -> Path:
+    """The anomaly detector fitted for `checkpoint` (for --scores): the package stage's for the
+    pipeline's best checkpoint, else a detector.json beside the checkpoint."""
+    from aeflow.models.weights import BEST, checkpoint_path
+    from aeflow.serving.package import DETECTOR
+
+    paths = cfg.get("paths") or {}
+    if "checkpoints" in paths and "package" in paths:
+        if Path(checkpoint).resolve() == checkpoint_path(cfg, BEST).resolve():
+            return Path(paths.package) / DETECTOR
+    return Path(checkpoint).with_name(DETECTOR)
 
 
 def encode(

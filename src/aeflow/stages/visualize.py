@@ -1,8 +1,8 @@
 """DVC stage `visualize`: figures to `paths.figures` and the report to `paths.report_html`
 (self-contained) and `paths.report_md`, all logged to the MLflow run.
 
-Draws from the evaluate stage's outputs (its PCA fit, metrics and details) and the test
-split; loads the plain network, not the LightningModule: nothing here imports Lightning.
+Draws from the baselines stage's PCA fit, the evaluate stage's metrics and details, and the
+test split; loads the plain network, not the LightningModule: nothing here imports Lightning.
 """
 
 from aeflow.stages.common import run_stage
@@ -22,8 +22,8 @@ def main() -> None:
     from aeflow.data import packed_splits
     from aeflow.data.splits import load_split
     from aeflow.evaluation.anomaly import ANOMALY
-    from aeflow.evaluation.evaluate import settings, to_float
-    from aeflow.evaluation.pca import PCA
+    from aeflow.evaluation.baselines import load_pca
+    from aeflow.evaluation.scoring import settings, to_float
     from aeflow.io import write_text
     from aeflow.models.weights import BEST, checkpoint_path, load_weights
     from aeflow.reporting import anomaly_figures, figures, report
@@ -36,7 +36,7 @@ def main() -> None:
     details = json.loads(Path(paths.eval_details).read_text())
     drawn = figures.draw_all(
         load_weights(cfg, checkpoint_path(cfg, BEST)),
-        PCA.load(paths.pca),
+        load_pca(paths.baselines),
         to_float(images),
         labels,
         details,

@@ -1,6 +1,6 @@
 """The MLflow model registry: the trained model as a version of a named model.
 
-The evaluate stage calls `register_if_configured` once the test metrics are
+The package stage calls `register_if_configured` once the model is logged and the test metrics are
 known, so a version carries the numbers a reviewer promotes it on (tags and
 description), plus the git commit and DVC experiment it came from.
 Promotion is an alias: `models:/<name>@champion` (see README, "Serving").
@@ -59,7 +59,7 @@ def register(
 
 
 def register_if_configured(cfg: DictConfig, results: Mapping[str, Any]) -> Any | None:
-    """The evaluate stage's hook: register the run's model when `mlflow.register_model` names one."""
+    """The package stage's hook: register the run's model when `mlflow.register_model` names one."""
     name = cfg.mlflow.get("register_model")
     if not name:
         return None

@@ -11,17 +11,14 @@ from typing import Any
 
 import mlflow
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 
 from aeflow.config.instantiate import instantiate_datamodule, instantiate_model
 from aeflow.config.params import to_container
 from aeflow.errors import TrackingError, TrainingError
-from aeflow.io import atomic_path, copy_file, write_json, write_text
-from aeflow.models.weights import BEST, LAST, checkpoint_path, load_weights
-from aeflow.serving import onnx_export
-from aeflow.serving import pyfunc as serving
+from aeflow.io import copy_file, write_json, write_text
+from aeflow.models.weights import BEST, LAST, checkpoint_path, config_path
 from aeflow.tracking import lineage
 from aeflow.tracking import runs as tracking
 from aeflow.training import distributed, performance
@@ -89,7 +86,7 @@ def train(
         if fitted.cut_short:
             refuse_cut_short(cfg, client, run_id, fitted.trainer, resume)
         best, metrics = publish(cfg, fitted, resume)
-        log_results(cfg, run_id, best, metrics, datamodule, logger)
+        log_results(run_id, metrics, logger)
         if logger.failure is not None:  # the checkpoints stay: the next run resumes after the last epoch
             raise TrackingError(
                 f"Training finished but logging to the MLflow store {tracking.redact_uri(uri)} failed "
@@ -174,7 +171,8 @@ def fit(
 
 
 def publish(cfg: DictConfig, fitted: Fitted, resume: ResumeDir) -> tuple[Path, dict[str, float]]:
-    """Copy the checkpoints (atomically) where DVC caches them; write the training metrics."""
+    """Copy the checkpoints (atomically) where DVC caches them; write the training metrics and the
+    config."""
     best, last = checkpoint_path(cfg, BEST), checkpoint_path(cfg, LAST)
     copy_file(fitted.best_model_path, best)
     copy_file(resume.last, last)
@@ -190,25 +188,31 @@ def publish(cfg: DictConfig, fitted: Fitted, resume: ResumeDir) -> tuple[Path, d
     # The run id beside the metrics: `dvc exp show` lists it, so an experiment is found in MLflow.
     run_id = tracking.read_run_info(cfg.paths.run_info)["run_id"]
     write_json(cfg.paths.train_metrics, {**metrics, "mlflow_run_id": run_id})
+    write_config(cfg)
     return best, metrics
 
 
+def write_config(cfg: DictConfig) -> None:
+    """The resolved config beside the checkpoints, as the package stage serves the model with it:
+    a file others read, so the tracking URI is written without credentials."""
+    logged = OmegaConf.create(to_container(cfg))
+    if cfg.mlflow.tracking_uri:
+        logged.mlflow.tracking_uri = tracking.redact_uri(str(cfg.mlflow.tracking_uri))
+    write_text(config_path(cfg), OmegaConf.to_yaml(logged))
+
+
 def log_results(
-    cfg: DictConfig,
     run_id: str,
-    best: Path,
     metrics: dict[str, float],
-    datamodule: pl.LightningDataModule,
     logger: TolerantMLFlowLogger,
 ) -> None:
-    """Training's summary metrics and the model, to the run; a failure is kept on `logger.failure`."""
+    """Training's summary metrics, to the run; a failure is kept on `logger.failure`. (The model
+    itself is logged by the package stage, aeflow.serving.package.)"""
     try:
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics(
                 {"best_val_loss": metrics["best_val_loss"], "train_time_s": metrics["train_time_s"]}
             )
-            if cfg.mlflow.log_model:
-                log_best_model(cfg, best, datamodule)
     except Exception as exc:  # noqa: BLE001 (reported by the caller with what was kept)
         logger.failure = logger.failure or exc
 
@@ -332,25 +336,3 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
             tags[tag] = os.environ[env]
     tags.update(lineage.source_tags(tags.get("dvc_baseline_rev", tags["git_commit"])))
     return tags
-
-
-def log_best_model(cfg: DictConfig, best: Path, datamodule: pl.LightningDataModule) -> None:
-    model = load_weights(cfg, best)
-    weights = best.with_suffix(".weights.pt")
-    with atomic_path(weights) as tmp:
-        torch.save(model.state_dict(), tmp)
-    config_file = Path(cfg.paths.checkpoints) / "config.yaml"
-    logged = OmegaConf.create(to_container(cfg))
-    logged.mlflow.tracking_uri = (
-        tracking.redact_uri(str(cfg.mlflow.tracking_uri)) if cfg.mlflow.tracking_uri else None
-    )  # a logged artifact: never with credentials
-    write_text(config_file, OmegaConf.to_yaml(logged))
-    images, _ = datamodule.splits["val"]
-    example = (images[:4].reshape(4, -1).float() / 255.0).cpu().numpy()
-    # The anomaly detector the served model scores with (scores' thresholds on the validation split).
-    detector = Path(cfg.paths.checkpoints) / "detector.json"
-    serving.fit_detector(cfg, model, datamodule.splits).write(detector)
-    serving.log_model(model, config_file, weights, example, detector)
-    # The encoder and decoder as ONNX files too, for runtimes without PyTorch.
-    onnx_dir = onnx_export.export(model, Path(cfg.paths.checkpoints) / "onnx", model.image_shape)
-    mlflow.log_artifacts(str(onnx_dir), artifact_path="onnx")
