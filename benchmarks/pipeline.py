@@ -1,21 +1,24 @@
-"""Pipeline overhead: a fresh `dvc repro` against the training it runs, and a no-op `dvc repro`.
+"""What the pipeline costs: a fresh `dvc repro`, then one after a training-only change, against the
+training they run; and a no-op `dvc repro`.
 
-In a temporary copy of the project (never in the working tree; its stages run the
-copy's own code), with MNIST already in data/raw (copied from this checkout or a
-local mirror):
+In a temporary copy of the project (never in the working tree; its stages run the copy's own
+code), with MNIST already in data/raw (copied from this checkout or a local mirror):
 
 1. `dvc repro download` (verifies the files in place), timed;
-2. `dvc repro train`, `dvc repro evaluate`, `dvc repro visualize`, each timed;
-   the train stage's own training time is read from metrics/train.json (train_time_s);
-3. each stage's start-up: a fresh interpreter running the stage's import
-   statements and validating its config sections (benchmarks/bench.py's probe);
-4. `dvc repro` again with nothing to do, `--noop-repeats` times (median).
+2. fresh: `dvc repro <stage>` for each stage in pipeline order, each timed (each runs only that
+   stage: its upstream is done); the training time is the train stage's own (metrics/train.json);
+3. a training-only change (`--change`, default `optimizer.lr=0.005`: read by train alone): params.yaml
+   composed again, then each stage's `dvc repro <stage>` timed again; the baselines stage must not run;
+4. each stage's start-up: a fresh interpreter running the stage's import statements and
+   validating its config sections (benchmarks/bench.py's probe);
+5. `dvc repro` again with nothing to do, `--noop-repeats` times (median).
 
-Prints a table (training, each stage's wall and start-up, pipeline / training),
-then the JSON (also written to `--json`).
+Prints a table (per stage: fresh and after the change, wall and start-up; the goals' sums and
+ratios), then the JSON (also written to `--json`).
 
     python benchmarks/pipeline.py                       # the default config (20 epochs)
     python benchmarks/pipeline.py --override trainer.max_epochs=2
+    python benchmarks/pipeline.py --keep --fresh-outputs /tmp/fresh   # keep the copy and its first metrics
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ from pathlib import Path
 from bench import stage_startup  # the same start-up probe as `make bench` (benchmarks/ is on sys.path)
 
 from aeflow.io import write_json  # the project's atomic writer
+from aeflow.stages.imports import STAGES as ALL_STAGES
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("train", "evaluate", "visualize")
+STAGES = tuple(s for s in ALL_STAGES if s != "download")  # in pipeline order
+AFTER_TRAINING = tuple(STAGES[STAGES.index("train") + 1 :])
 LOCAL_MIRROR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
 
 
@@ -76,14 +81,49 @@ def copy_project(dest: Path) -> None:
     sh(dest, "git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "bench")
 
 
+def ran(out: str) -> list[str]:
+    return [ln.split("'")[1] for ln in out.splitlines() if ln.startswith("Running stage")]
+
+
+def repro_each(cwd: Path) -> tuple[dict[str, float], list[str]]:
+    """`dvc repro <stage>` for each stage in order: {stage: wall s}, and the stages that ran."""
+    walls, stages_ran = {}, []
+    for stage in STAGES:
+        walls[stage], out = sh(cwd, "dvc", "repro", stage)
+        stages_ran += ran(out)
+    return walls, stages_ran
+
+
+def summary(walls: dict[str, float], stages_ran: list[str], train: dict) -> dict:
+    train_s = float(train["train_time_s"])
+    total = sum(walls.values())
+    return {
+        "train_time_s": train_s,
+        "epochs": train.get("epochs"),
+        "stage_s": walls,
+        "stages_ran": stages_ran,
+        "train_stage_minus_training_s": walls["train"] - train_s,
+        "evaluate_plus_visualize_s": walls["evaluate"] + walls["visualize"],
+        "after_training_s": sum(walls[s] for s in AFTER_TRAINING),
+        "pipeline_s": total,
+        "pipeline_over_training": total / train_s,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--override", action="append", default=[], help="Hydra override for params.yaml")
+    parser.add_argument(
+        "--change", default="optimizer.lr=0.005", help="the training-only change (a Hydra override)"
+    )
     parser.add_argument("--noop-repeats", type=int, default=3)
     parser.add_argument("--startup-repeats", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    parser.add_argument(
+        "--fresh-outputs", help="copy the fresh run's metrics and plots (metrics/, plots/*.csv) here"
+    )
     parser.add_argument("--json", default=str(REPO / "bench-results" / "pipeline.json"))
     args = parser.parse_args(argv)
 
@@ -99,38 +139,39 @@ def main(argv: list[str] | None = None) -> dict:
             overrides.append(f"data.source.mirrors=[{LOCAL_MIRROR.as_uri()}/]")
         sh(tmp, sys.executable, "-m", "aeflow.config", *overrides)
         download_s, _ = sh(tmp, "dvc", "repro", "download")
-        # One stage at a time (each `dvc repro <stage>` runs only that one: its
-        # upstream is done), so the overhead can be split by stage.
-        stage_s, out = {}, ""
-        for stage in STAGES:
-            stage_s[stage], more = sh(tmp, "dvc", "repro", stage)
-            out += more
-        rest_s = sum(stage_s.values())
-        train = json.loads((tmp / "metrics" / "train.json").read_text())
-        evaluated = json.loads((tmp / "metrics" / "evaluate.json").read_text())
+        fresh_walls, fresh_ran = repro_each(tmp)
+        fresh = summary(fresh_walls, fresh_ran, json.loads((tmp / "metrics" / "train.json").read_text()))
+        fresh["test_sq_err_per_image"] = json.loads((tmp / "metrics" / "evaluate.json").read_text())["test"][
+            "sq_err_per_image"
+        ]
+        if args.fresh_outputs:  # e.g. to compare them with another version's, file by file
+            shutil.copytree(tmp / "metrics", Path(args.fresh_outputs) / "metrics", dirs_exist_ok=True)
+            for table in (tmp / "plots").glob("*.csv"):
+                shutil.copy2(table, Path(args.fresh_outputs) / table.name)
+        sh(tmp, sys.executable, "-m", "aeflow.config", *overrides, args.change)
+        changed = sh(tmp, "dvc", "status")[1]
+        change_walls, change_ran = repro_each(tmp)
+        change = summary(change_walls, change_ran, json.loads((tmp / "metrics" / "train.json").read_text()))
         startup = {stage: stage_startup(stage, args.startup_repeats, cwd=tmp) for stage in STAGES}
         noop = [sh(tmp, "dvc", "repro")[0] for _ in range(args.noop_repeats)]
         noop_out = sh(tmp, "dvc", "repro")[1]
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    train_s = float(train["train_time_s"])
     result = {
         "overrides": overrides,
+        "change": args.change,
         "load_avg_1min_at_start": load_at_start,
+        "load_avg_1min_at_end": os.getloadavg()[0],
         "download_s": download_s,
-        "train_time_s": train_s,
-        "epochs": train.get("epochs"),
-        "test_sq_err_per_image": evaluated["test"]["sq_err_per_image"],
-        "stage_s": stage_s,
+        "fresh": fresh,
+        "after_change": change,
+        "dvc_status_after_change": changed,
+        "baselines_rerun_after_change": "baselines" in change_ran,
         "stage_startup": startup,
-        "train_stage_minus_training_s": stage_s["train"] - train_s,
-        "evaluate_plus_visualize_s": stage_s["evaluate"] + stage_s["visualize"],
-        "pipeline_s": rest_s,
-        "pipeline_over_training": rest_s / train_s,
         "noop_repro_s": statistics.median(noop),
-        "noop_ran_nothing": "Running stage" not in noop_out,
-        "stages_ran": [ln.split("'")[1] for ln in out.splitlines() if ln.startswith("Running stage")],
+        "noop_ran_nothing": not ran(noop_out),
+        "kept_copy": str(tmp) if args.keep else None,
     }
     print(table(result))
     print(json.dumps(result, indent=1))
@@ -140,25 +181,32 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def table(r: dict) -> str:
+    fresh, change = r["fresh"], r["after_change"]
     lines = [
-        f"load average at start {r['load_avg_1min_at_start']:.1f}; "
-        f"overrides: {' '.join(r['overrides']) or '-'}",
-        f"{'':<28} {'wall s':>8} {'start-up s':>10} {'imports s':>9} {'config s':>8}",
-        f"{'training (train_time_s)':<28} {r['train_time_s']:>8.1f}   ({r['epochs']} epochs; test squared "
-        f"error per image {r['test_sq_err_per_image']:.4f})",
+        f"load average at start {r['load_avg_1min_at_start']:.1f}, at end {r['load_avg_1min_at_end']:.1f}; "
+        f"overrides: {' '.join(r['overrides']) or '-'}; training-only change: {r['change']}",
+        f"{'':<30} {'fresh s':>8} {'change s':>9} {'start-up s':>10}",
+        f"{'training (train_time_s)':<30} {fresh['train_time_s']:>8.1f} {change['train_time_s']:>9.1f}"
+        f"   ({fresh['epochs']} epochs)",
     ]
     for stage in STAGES:
-        up = r["stage_startup"][stage]
+        skipped = "" if stage in change["stages_ran"] else " (skipped)"
         lines.append(
-            f"{'dvc repro ' + stage:<28} {r['stage_s'][stage]:>8.1f} {up['process_s']:>10.2f} "
-            f"{up['imports_s']:>9.2f} {up['config_s']:>8.3f}"
+            f"{'dvc repro ' + stage:<30} {fresh['stage_s'][stage]:>8.1f} {change['stage_s'][stage]:>9.1f} "
+            f"{r['stage_startup'][stage]['process_s']:>10.2f}{skipped}"
         )
     lines += [
-        f"{'evaluate + visualize':<28} {r['evaluate_plus_visualize_s']:>8.1f}",
-        f"{'pipeline (the three stages)':<28} {r['pipeline_s']:>8.1f}   "
-        f"= {r['pipeline_over_training']:.2f}x the training",
-        f"{'dvc repro download':<28} {r['download_s']:>8.1f}",
-        f"{'no-op dvc repro (median)':<28} {r['noop_repro_s']:>8.2f}   ran nothing: {r['noop_ran_nothing']}",
+        f"{'evaluate + visualize':<30} {fresh['evaluate_plus_visualize_s']:>8.1f} "
+        f"{change['evaluate_plus_visualize_s']:>9.1f}",
+        f"{'after training (' + ', '.join(AFTER_TRAINING) + ')':<30} {fresh['after_training_s']:>8.1f} "
+        f"{change['after_training_s']:>9.1f}",
+        f"{'pipeline (every stage)':<30} {fresh['pipeline_s']:>8.1f} {change['pipeline_s']:>9.1f}",
+        f"{'pipeline / training':<30} {fresh['pipeline_over_training']:>7.2f}x "
+        f"{change['pipeline_over_training']:>8.2f}x",
+        f"{'baselines (paid once)':<30} {fresh['stage_s']['baselines']:>8.1f}   "
+        f"rerun after the change: {r['baselines_rerun_after_change']}",
+        f"{'dvc repro download':<30} {r['download_s']:>8.1f}",
+        f"{'no-op dvc repro (median)':<30} {r['noop_repro_s']:>8.2f}   ran nothing: {r['noop_ran_nothing']}",
     ]
     return "\n".join(lines)
 
