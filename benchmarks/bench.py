@@ -192,18 +192,15 @@ def lightning_run(
     from aeflow.data.datamodule import IDXDataModule, TensorBatches
 
     class TimedBatches(TensorBatches):
+        """The training loader's dataset, timing each batch it builds (the data wait)."""
+
         wait = 0.0
 
-        def __iter__(self):
-            it = super().__iter__()
-            while True:
-                t = time.perf_counter()
-                try:
-                    batch = next(it)
-                except StopIteration:
-                    return
-                TimedBatches.wait += time.perf_counter() - t
-                yield batch
+        def __getitem__(self, indices):
+            t = time.perf_counter()
+            batch = super().__getitem__(indices)
+            TimedBatches.wait += time.perf_counter() - t
+            return batch
 
     class EpochTimer(pl.Callback):
         def __init__(self) -> None:
@@ -237,9 +234,9 @@ def lightning_run(
     original = IDXDataModule.train_dataloader
 
     def timed_train_dataloader(self):
-        batches = original(self)
-        batches.__class__ = TimedBatches  # same object, its iterator timed
-        return batches
+        loader = original(self)
+        loader.dataset.__class__ = TimedBatches  # same dataset, its batches timed
+        return loader
 
     timer = EpochTimer()
     IDXDataModule.train_dataloader = timed_train_dataloader

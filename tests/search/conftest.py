@@ -52,7 +52,7 @@ def tiny_search(data: Path, **changes) -> dict:
         "n_trials": 4,
         "budget": {"epochs": 2},
         "pruner": {"type": "none"},
-        "space": {"optimizer.lr": "log-uniform 1e-4..1e-1", "model.latent_dim": "choice 8, 16"},
+        "space": {"optimizer.lr": "tag(log, interval(1e-4, 1e-1))", "model.latent_dim": "choice(8, 16)"},
     }
     spec.update(changes)
     return spec

@@ -51,7 +51,7 @@ def test_small_search_prunes_logs_nested_runs_and_writes_a_preset(project, mnist
     assert parent.data.metrics["best_value"] == pytest.approx(best.value)
     assert parent.data.tags["best_trial"] == str(best.number)
     assert by_trial[best.number].data.metrics["best_val_loss"] == pytest.approx(best.value)
-    assert parent.data.params["space.optimizer.lr"] == "log-uniform 1e-4..1e-1"
+    assert parent.data.params["space.optimizer.lr"] == "tag(log, interval(1e-4, 1e-1))"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     artifacts |= {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {
@@ -89,7 +89,7 @@ def test_small_search_prunes_logs_nested_runs_and_writes_a_preset(project, mnist
     changed = load_spec(
         write_search(
             project,
-            tiny_search(mnist_raw, space={"optimizer.lr": "log-uniform 1e-3..1e-1"}),
+            tiny_search(mnist_raw, space={"optimizer.lr": "tag(log, interval(1e-3, 1e-1))"}),
             name="changed.yaml",
         )
     )

@@ -65,3 +65,23 @@ def test_bad_config_names_key_value_and_allowed(override, message):
         return
     with pytest.raises(ConfigError, match=message):
         validate(cfg)
+
+
+@pytest.mark.parametrize("section", ["paths", "mlflow", "evaluate", "visualize", "performance"])
+def test_a_value_missing_from_conf_is_an_error_not_a_schema_default(section):
+    cfg = compose([])
+    OmegaConf.set_struct(cfg, False)
+    key = next(iter(cfg[section]))
+    del cfg[section][key]
+    with pytest.raises(ConfigError, match=rf"{section}: missing value\(s\) for {key}; set them in conf/"):
+        validate(cfg)
+
+
+def test_each_check_runs_alone_and_a_misspelt_one_is_refused():
+    cfg = compose([])
+    cfg.optimizer.lr = 0
+    validate(cfg, sections=("model.networks", "data.source"))  # the optimizer is not checked
+    with pytest.raises(ConfigError, match="optimizer.lr=0"):
+        validate(cfg, sections=("optimizer",))
+    with pytest.raises(ValueError, match=r"no such config check\(s\) \['model.network'\]; allowed: seed"):
+        validate(cfg, sections=("model.network",))

@@ -103,13 +103,13 @@ def test_settings_are_validated(tiny_cfg):
     with pytest.raises(ConfigError, match="evaluate.knn_k=0"):
         validate(tiny_cfg, sections=("evaluate", "visualize"))
     tiny_cfg.evaluate.knn_k = 5
-    from omegaconf import OmegaConf
+    from omegaconf import MISSING, OmegaConf
 
     OmegaConf.set_struct(tiny_cfg, False)
     tiny_cfg.visualize.bogus = 1
     with pytest.raises(ConfigError, match="visualize"):
         validate(tiny_cfg, sections=("evaluate", "visualize"))
-    assert EvaluateConfig().probe_train_size == 10000
+    assert EvaluateConfig().probe_train_size == MISSING  # the value lives in conf/config.yaml only
 
 
 def _figures_and_report(cfg, model, dm, res, tmp_path):

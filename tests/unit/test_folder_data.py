@@ -12,7 +12,7 @@ from PIL import Image
 from aeflow.config.params import compose
 from aeflow.config.schema import validate
 from aeflow.data import pack as pack_module
-from aeflow.data.datamodule import TensorBatches
+from aeflow.data.datamodule import batch_loader
 from aeflow.data.folder import scan_folder
 from aeflow.data.pack import PackSpec, pack_folder, read_manifest
 from aeflow.data.packed import PackedDataModule
@@ -192,8 +192,8 @@ def test_memory_mapped_batches_equal_in_memory_batches(tmp_path):
     maps = Path("/proc/self/maps").read_text()
     assert str(tmp_path / "out" / "train_images.npy") in maps  # really memory-mapped
     images, labels = loaded.splits["train"]
-    # The in-memory path of MNIST: TensorBatches over plain tensors.
-    reference = TensorBatches(images.clone(), labels.clone(), 16, shuffle=True, seed=7)
+    # The in-memory path of MNIST: batches of plain tensors.
+    reference = batch_loader(images.clone(), labels.clone(), 16, shuffle=True, seed=7)
     for epoch in (0, 1):
         batches = []
         for loader in (mapped.train_dataloader(), loaded.train_dataloader(), reference):

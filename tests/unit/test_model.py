@@ -131,11 +131,3 @@ def test_checkpoint_loads_into_the_plain_network_with_either_key_layout(tiny_cfg
         net = load_weights(tiny_cfg, tmp_path / f"{name}.ckpt")
         assert type(net) is AutoencoderNet and not net.training
         assert torch.equal(net(x), module.eval()(x)) and torch.equal(net.encode(x), module.encode(x))
-
-
-def test_per_step_attributes_skip_module_bookkeeping_but_stay_attributes():
-    model = instantiate_model(compose([]))
-    model._current_fx_name = "training_step"  # what Lightning sets around every hook
-    assert model._current_fx_name == "training_step" and "_current_fx_name" not in model._modules
-    model.extra = torch.nn.Linear(1, 1)  # any other module still registers as a submodule
-    assert "extra" in model._modules

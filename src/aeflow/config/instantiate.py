@@ -16,13 +16,9 @@ def instantiate_datamodule(cfg: DictConfig, **kwargs: Any):
 
 def instantiate_network(cfg: DictConfig):
     """The plain `AutoencoderNet` of `cfg.model` (no Lightning): what evaluation and serving load."""
-    from hydra.utils import instantiate
+    from aeflow.models.weights import build_network
 
-    from aeflow.models.components import AutoencoderNet
-
-    return AutoencoderNet(
-        instantiate(cfg.model.encoder, _convert_="all"), instantiate(cfg.model.decoder, _convert_="all")
-    )
+    return build_network(cfg)
 
 
 def instantiate_model(cfg: DictConfig):

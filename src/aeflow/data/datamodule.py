@@ -4,6 +4,10 @@ Each split is one uint8 tensor (60k x 28 x 28 is 47 MB); a batch is one
 index-select plus one float conversion, with no per-sample Dataset calls, PIL
 or collation. That keeps data wait a small share of a step on the CPU, and on
 a GPU the tensors can live in device memory so batches never cross the bus.
+
+The loaders are plain `torch.utils.data.DataLoader`s with `batch_size=None`:
+their sampler yields each batch's indices and the dataset returns the whole
+batch for them (PyTorch's documented way to load in batches).
 """
 
 from __future__ import annotations
@@ -13,70 +17,95 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
 
 from aeflow.data.classes import check_classes
 from aeflow.data.splits import load_split, load_splits
 from aeflow.errors import ConfigError
 
-Batch = tuple[torch.Tensor, torch.Tensor]  # images (B, 1, H, W) float in [0, 1], labels (B,)
+Batch = tuple[torch.Tensor, torch.Tensor]  # images (B, C, H, W) float in [0, 1], labels (B,)
 
 
-class TensorBatches:
-    """An iterable of (images, labels) batches over in-memory uint8 tensors.
+class TensorBatches(Dataset):
+    """Images uint8 (N, H, W) or (N, C, H, W) and labels (N,); item `indices` is a whole batch.
 
-    Shuffling uses a permutation seeded by (seed, epoch), so an epoch's order
-    does not depend on how many epochs ran before in this process: a run
-    resumed from a checkpoint sees the same batches as an uninterrupted one.
-    `rank`/`world_size` give each data-parallel process its own shard.
+    The images may be a memory map (aeflow.data.packed): an item reads only its rows.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, indices: torch.Tensor) -> Batch:
+        images = self.images.index_select(0, indices)
+        if images.dim() == 3:
+            images = images.unsqueeze(1)  # (B, 1, H, W)
+        return images.float().div_(255.0), self.labels.index_select(0, indices)
+
+
+class BatchIndices(DistributedSampler):
+    """The index tensors of one rank's batches, each epoch in an order seeded by (seed, epoch).
+
+    An epoch's order does not depend on how many epochs ran before in this
+    process: a run resumed from a checkpoint sees the same batches as an
+    uninterrupted one. Lightning calls `set_epoch` before each training epoch,
+    also after a resume. Each of `world_size` data-parallel ranks gets an equal
+    shard (the remainder is dropped), so every rank runs the same number of
+    steps; being a `DistributedSampler`, it is the one Lightning keeps under DDP
+    instead of adding its own.
     """
 
     def __init__(
         self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
+        dataset: TensorBatches,
         batch_size: int,
         shuffle: bool,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        self.images, self.labels = images, labels
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-
-    # Lightning calls `dataloader.sampler.set_epoch(epoch)` before each training
-    # epoch (also after a resume); exposing ourselves as the sampler hooks into that.
-    batch_sampler = None  # DataLoader attribute Lightning inspects; batching is ours
-
-    @property
-    def sampler(self) -> TensorBatches:
-        return self
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+        self.n, self.batch_size = len(dataset), batch_size
+        self.device = dataset.images.device
 
     def _indices(self) -> torch.Tensor:
-        n = len(self.labels)
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            idx = torch.randperm(n, generator=gen)
+            idx = torch.randperm(self.n, generator=gen)
         else:
-            idx = torch.arange(n)
-        # Equal shards (drop the remainder) so every rank runs the same number of steps.
-        per_rank = n // self.world_size
-        return idx[self.rank * per_rank : (self.rank + 1) * per_rank].to(self.images.device)
+            idx = torch.arange(self.n)
+        per_rank = self.n // self.num_replicas
+        return idx[self.rank * per_rank : (self.rank + 1) * per_rank].to(self.device)
 
     def __len__(self) -> int:
-        per_rank = len(self.labels) // self.world_size
-        return -(-per_rank // self.batch_size)
+        return -(-(self.n // self.num_replicas) // self.batch_size)
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[torch.Tensor]:
         idx = self._indices()
-        for start in range(0, len(idx), self.batch_size):
-            sel = idx[start : start + self.batch_size]
-            images = self.images.index_select(0, sel).unsqueeze(1)  # (B, 1, H, W) uint8
-            yield images.float().div_(255.0), self.labels.index_select(0, sel)
+        return iter(idx.split(self.batch_size))
+
+
+def _whole_batch(batch: Batch) -> Batch:
+    """The dataset's batch as it is (the default would turn the tuple into a list)."""
+    return batch
+
+
+def batch_loader(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    """A DataLoader of (images (B, C, H, W) float in [0, 1], labels (B,)) batches; see BatchIndices."""
+    dataset = TensorBatches(images, labels)
+    sampler = BatchIndices(dataset, batch_size, shuffle, seed, rank, world_size)
+    return DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_whole_batch)
 
 
 class IDXDataModule(pl.LightningDataModule):
@@ -141,18 +170,18 @@ class IDXDataModule(pl.LightningDataModule):
             )
         return splits
 
-    def _batches(self, split: str, shuffle: bool) -> TensorBatches:
+    def _batches(self, split: str, shuffle: bool) -> DataLoader:
         images, labels = self.splits[split]
         rank, world = (0, 1)
         if self.trainer is not None and split == "train":
             rank, world = self.trainer.global_rank, self.trainer.world_size
-        return TensorBatches(images, labels, self.batch_size, shuffle, self.seed, rank, world)
+        return batch_loader(images, labels, self.batch_size, shuffle, self.seed, rank, world)
 
-    def train_dataloader(self) -> TensorBatches:
+    def train_dataloader(self) -> DataLoader:
         return self._batches("train", shuffle=True)
 
-    def val_dataloader(self) -> TensorBatches:
+    def val_dataloader(self) -> DataLoader:
         return self._batches("val", shuffle=False)
 
-    def test_dataloader(self) -> TensorBatches:
+    def test_dataloader(self) -> DataLoader:
         return self._batches("test", shuffle=False)

@@ -70,14 +70,14 @@ def check_mirrors(
 
 def spec(name: str, conf_dir: str | Path = CATALOGUE) -> DictConfig:
     """{files: the test files (name, MD5), source: mirrors and fallback} of data set `name`."""
-    from aeflow.config.schema import validate
+    from aeflow.data.schema import check_files_and_source
 
     path = Path(conf_dir) / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"evaluate.ood: {path} not found; allowed: {', '.join(available(conf_dir))}")
     node = OmegaConf.load(path)
     # The same checks as the main data's files and sources get.
-    validate(OmegaConf.create({"data": node}), sections=("data.source",))
+    check_files_and_source(node)
     files = OmegaConf.create({k: node.files[k] for k in OOD_FILES})
     return OmegaConf.create({"files": files, "source": node.get("source") or {}})
 

@@ -9,28 +9,15 @@ cache, and the process's own memory stays bounded however large the data set.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
 
-from aeflow.data.datamodule import Batch, IDXDataModule, TensorBatches
+from aeflow.data.datamodule import IDXDataModule
 from aeflow.data.pack import PackSpec, check_spec
 from aeflow.data.packed_splits import PackedSplits
 from aeflow.errors import ConfigError
-
-
-class PackedBatches(TensorBatches):
-    """TensorBatches over images (N, H, W) or (N, C, H, W): batches are always (B, C, H, W)."""
-
-    def __iter__(self) -> Iterator[Batch]:
-        idx = self._indices()
-        for start in range(0, len(idx), self.batch_size):
-            sel = idx[start : start + self.batch_size]
-            images = self.images.index_select(0, sel)  # reads only these rows of a memory map
-            if images.dim() == 3:
-                images = images.unsqueeze(1)  # (B, 1, H, W)
-            yield images.float().div_(255.0), self.labels.index_select(0, sel)
 
 
 class PackedDataModule(IDXDataModule):
@@ -94,15 +81,3 @@ class PackedDataModule(IDXDataModule):
                 f"({n_train} images); use at most {n_train}"
             )
         return self.packed.splits
-
-    def _batches(self, split: str, shuffle: bool) -> PackedBatches:
-        batches = super()._batches(split, shuffle)
-        return PackedBatches(
-            batches.images,
-            batches.labels,
-            batches.batch_size,
-            shuffle,
-            batches.seed,
-            batches.rank,
-            batches.world_size,
-        )

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from aeflow.config.schema import FOLDER_DATA
 from aeflow.data.classes import check_classes, keep_classes
 from aeflow.data.folder import SPLITS
 from aeflow.data.pack import PackSpec, read_manifest, spec_from_config, split_files
+from aeflow.data.schema import FOLDER_DATA
 from aeflow.errors import DataError
 
 Split = tuple[torch.Tensor, torch.Tensor]  # images uint8 (N, H, W) grey or (N, C, H, W), labels int64 (N,)

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aeflow.models.choices import NOISES
+from aeflow.models.choices import LOSSES, SCHEDULER_INTERVALS, noise_problem
 from aeflow.models.components import AutoencoderNet
-from aeflow.training.callbacks import FiniteLossCheck
+from aeflow.models.finite_loss import FiniteLossCheck
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
-SCHEDULER_INTERVALS = ("step", "epoch")
 
 
 def reconstruction_loss(name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -30,7 +28,7 @@ def reconstruction_loss(name: str, logits: torch.Tensor, target: torch.Tensor) -
         return F.mse_loss(torch.sigmoid(logits), target)
     if name == "bce":
         return F.binary_cross_entropy_with_logits(logits, target)
-    raise ValueError(f"unknown loss {name!r}; allowed: ['mse', 'bce']")
+    raise ValueError(f"unknown loss {name!r}; allowed: {list(LOSSES)}")
 
 
 class Autoencoder(pl.LightningModule):
@@ -67,21 +65,6 @@ class Autoencoder(pl.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.loss_name = loss
         reconstruction_loss(loss, torch.zeros(1), torch.zeros(1))  # fail fast on a bad name
-        # train/loss of the running epoch: the batch-size-weighted sum, kept on the loss's device.
-        self._train_loss_sum: torch.Tensor | None = None
-        self._train_loss_count = 0
-
-    # Set on every step: Lightning sets `_current_fx_name` around each hook it calls (about
-    # 45 times a step), and the train/loss sum. They hold plain values (never parameters,
-    # buffers or modules), so they skip nn.Module.__setattr__'s type checks: 1.4 instead of
-    # 9 us a call, measured on the project's CPU.
-    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_train_loss_sum", "_train_loss_count"})
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in self._PLAIN_ATTRIBUTES:
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     @property
     def encoder(self) -> nn.Module:
@@ -109,41 +92,9 @@ class Autoencoder(pl.LightningModule):
         # Only training sees corrupted inputs; validation and test score clean reconstructions.
         inputs = self.corrupt(x) if stage == "train" else x
         loss = reconstruction_loss(self.loss_name, self.net.logits(inputs), x)
-        if stage == "train":
-            self._add_train_loss(loss, len(x))
-        else:
-            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        # The epoch's value is the batch-size-weighted mean of the batches' losses.
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss
-
-    def _add_train_loss(self, loss: torch.Tensor, batch_size: int) -> None:
-        """Log train/loss: the epoch's batch-size-weighted mean, as `self.log(on_epoch=True)` gives.
-
-        The sum is kept on the loss's device and handed to `self.log` once, at
-        the epoch's last batch: Lightning's per-call bookkeeping (about 1-2 ms a
-        call in Lightning 2.6) would otherwise cost more than a whole step of
-        the tutorial model on a GPU. Logged at the last batch, not at epoch end,
-        so callbacks' on_train_epoch_end (the loss curve) see this epoch's value.
-        """
-        weighted = loss.detach().float() * batch_size
-        total = self._train_loss_sum
-        self._train_loss_sum = weighted if total is None else total.add_(weighted)
-        self._train_loss_count += batch_size
-        if self._trainer is not None and self.trainer.is_last_batch:
-            self._log_train_loss()
-
-    def _log_train_loss(self) -> None:
-        total, count = self._train_loss_sum, self._train_loss_count
-        self._train_loss_sum, self._train_loss_count = None, 0
-        if total is not None and count:
-            self.log(
-                "train/loss", total / count, on_step=False, on_epoch=True, prog_bar=True, batch_size=count
-            )
-
-    def on_train_epoch_start(self) -> None:
-        self._train_loss_sum, self._train_loss_count = None, 0
-
-    def on_train_epoch_end(self) -> None:
-        self._log_train_loss()  # only if the last batch was not recognised as such
 
     def configure_callbacks(self) -> list[pl.Callback]:
         # Part of the model, not of one trainer's set-up: every Trainer that fits it stops on a
@@ -209,10 +160,9 @@ class DenoisingAutoencoder(Autoencoder):
     ) -> None:
         # Explicit arguments (not *args): the config schema checks keys against this signature.
         super().__init__(encoder, decoder, optimizer, latent_dim, loss, scheduler, scheduler_interval)
-        if noise not in NOISES:
-            raise ValueError(f"unknown noise {noise!r}; allowed: {list(NOISES)}")
-        if not 0 <= noise_level or (noise == "mask" and noise_level >= 1):
-            raise ValueError(f"noise_level={noise_level}: must be >= 0 (and < 1 for mask)")
+        problem = noise_problem(noise, noise_level)
+        if problem:
+            raise ValueError(problem)
         self.noise, self.noise_level = noise, noise_level
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:

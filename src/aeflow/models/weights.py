@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from aeflow.config.instantiate import instantiate_network
 from aeflow.models.components import AutoencoderNet
 
 BEST, LAST = "best", "last"  # ModelCheckpoint file names (best by val/loss, and the latest)
@@ -38,9 +37,19 @@ def network_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key.removeprefix(NET_PREFIX): value for key, value in state.items()}
 
 
+def build_network(cfg: DictConfig) -> AutoencoderNet:
+    """The plain `AutoencoderNet` of `cfg.model` (its encoder's and decoder's `_target_`s), untrained."""
+    from hydra.utils import instantiate
+
+    model = cfg.model
+    return AutoencoderNet(
+        instantiate(model.encoder, _convert_="all"), instantiate(model.decoder, _convert_="all")
+    )
+
+
 def load_weights(cfg: DictConfig, checkpoint: str | Path) -> AutoencoderNet:
     """The network `cfg` describes, with the weights of a Lightning checkpoint, in eval mode."""
-    model = instantiate_network(cfg)
+    model = build_network(cfg)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict(network_state(state))
     return model.eval()

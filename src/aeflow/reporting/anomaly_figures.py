@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from aeflow.evaluation import anomaly as A  # noqa: E402
+from aeflow.reporting.elements import Figure, Table, fmt  # noqa: E402
 from aeflow.reporting.figures import image_grid, save_figure  # noqa: E402
-from aeflow.reporting.report import Figure, Table, fmt  # noqa: E402
 
 HISTOGRAMS = "anomaly_histograms.png"
 ROC = "anomaly_roc.png"

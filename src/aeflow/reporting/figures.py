@@ -20,7 +20,7 @@ from aeflow.evaluation.metrics import LABELS, SQ_ERR  # noqa: E402
 from aeflow.evaluation.pca import PCA  # noqa: E402
 from aeflow.evaluation.scoring import MODEL, NAMES  # noqa: E402
 from aeflow.io import atomic_path  # noqa: E402
-from aeflow.reporting.report import Figure  # noqa: E402
+from aeflow.reporting.elements import Figure  # noqa: E402
 
 RECONSTRUCTIONS = "reconstructions.png"
 CODES_2D = "codes_2d.png"

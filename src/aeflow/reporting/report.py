@@ -12,7 +12,6 @@ import base64
 import html
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from omegaconf import DictConfig
 from aeflow.data.folder import describe
 from aeflow.evaluation import metrics as M
 from aeflow.evaluation.scoring import COMPRESSION, MODEL, PCA_KEY, PIXELS
+from aeflow.reporting.elements import Figure, Table, fmt
 
 TITLE = "Autoencoder evaluation report"
 # Hinton & Salakhutdinov, "Reducing the dimensionality of data with neural networks",
@@ -30,31 +30,6 @@ HINTON_CITE = (
     "Hinton & Salakhutdinov (2006), Reducing the dimensionality of data with neural "
     "networks, Science 313:504-507, Fig. 2B"
 )
-
-
-@dataclass
-class Figure:
-    path: Path
-    caption: str
-
-
-@dataclass
-class Table:
-    header: list[str]
-    rows: list[list[str]]
-    numeric: bool = True  # right-align the columns after the first
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
-    return str(value)
 
 
 def hinton_applies(cfg: DictConfig, metrics: Mapping) -> bool:
@@ -267,7 +242,7 @@ def sections(
 
 
 def anomaly_section(metrics: Mapping, details: Mapping) -> list[tuple[str, str, Table | None]]:
-    from aeflow.reporting.anomaly_figures import section  # it draws with this module's Figure
+    from aeflow.reporting.anomaly_figures import section  # matplotlib: only when a report is built
 
     return section(metrics, details)
 

@@ -1,13 +1,14 @@
 """A search file (`conf/search/*.yaml`): the space, objective, budget and pruner of one Optuna study.
 
-The space is a mapping from any config key to a range, in the spirit of
-Hydra's sweep syntax:
+The space maps any config key to a sweep in Hydra's override grammar, the one
+`dvc exp run -S` and Hydra's own sweepers take, parsed by Hydra's parser:
 
-    optimizer.lr: log-uniform 1e-4..1e-2     # float, sampled on a log scale
-    scheduler.lr_scheduler.pct_start: uniform 0.1..0.5
-    data.batch_size: int 64..256 step 64     # integers (step optional)
-    model.encoder.norm: choice none, batch, layer
-    optimizer: choice adam, adamw            # a config group's option
+    optimizer.lr: tag(log, interval(1e-4, 1e-2))   # float, sampled on a log scale
+    scheduler.lr_scheduler.pct_start: interval(0.1, 0.5)
+    model.latent_dim: tag(int, interval(8, 64))    # integers
+    data.batch_size: range(64, 257, 64)            # 64, 128, 192, 256 (the stop is excluded)
+    model.encoder.norm: choice(none, batch, layer)
+    optimizer: choice(adam, adamw)                 # a config group's option
 
 Everything is checked before any training (`SearchSpec.check`): the keys
 exist, every range is non-empty, the objective is a validation metric, and the
@@ -47,11 +48,17 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "hyperband": optuna.pruners.HyperbandPruner,
     "none": optuna.pruners.NopPruner,
 }
-RANGE_FORMS = ("uniform A..B", "log-uniform A..B", "int A..B [step S]", "choice a, b, ...")
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-_RANGE = re.compile(
-    r"^(?P<kind>uniform|log-uniform|int)\s+(?P<low>\S+?)\s*\.\.\s*(?P<high>\S+?)"
-    r"(\s+step\s+(?P<step>\S+))?$"
+SWEEP_FORMS = (
+    "choice(a, b, ...)",
+    "range(start, stop[, step])",
+    "interval(low, high)",
+    "tag(log, interval(low, high))",
+    "tag(int, interval(low, high))",
+)
+INTERVAL_TAGS = ("log", "int")
+# The range syntax search files had before they took Hydra's grammar.
+_OLD_RANGE = re.compile(
+    r"^(?P<kind>uniform|log-uniform|int)\s+(?P<low>\S+?)\s*\.\.\s*(?P<high>\S+?)(\s+step\s+(?P<step>\S+))?$"
 )
 
 
@@ -64,11 +71,12 @@ class Dimension:
     """One config key and its range; `candidates` are the values the checks compose."""
 
     key: str
-    kind: str  # uniform | log-uniform | int | choice
+    kind: str  # choice | int | float
     source: str = ""  # as written in the search file
     low: float | int | None = None
     high: float | int | None = None
     step: int | None = None
+    log: bool = False
     choices: tuple[Any, ...] = ()  # Optuna's values (lists are kept as their override text)
     texts: tuple[str, ...] = ()  # each choice as override text
 
@@ -76,8 +84,10 @@ class Dimension:
         if self.kind == "choice":
             return trial.suggest_categorical(self.key, list(self.choices))
         if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), step=self.step or 1)
-        return trial.suggest_float(self.key, self.low, self.high, log=self.kind == "log-uniform")
+            return trial.suggest_int(
+                self.key, int(self.low), int(self.high), step=self.step or 1, log=self.log
+            )
+        return trial.suggest_float(self.key, self.low, self.high, log=self.log)
 
     def override(self, value: Any) -> str:
         """`key=value` in Hydra's override syntax."""
@@ -89,69 +99,88 @@ class Dimension:
         return list(self.choices) if self.kind == "choice" else [self.low, self.high]
 
 
-def _number(text: str, key: str) -> float:
-    if not _NUMBER.fullmatch(text):
-        raise SearchSpaceError(f"space.{key}: {text!r} is not a number")
-    return float(text)
-
-
-def _split_choices(text: str) -> list[str]:
-    """Split `a, [1, 2], b` at top-level commas (lists stay whole)."""
-    parts, depth, current = [], 0, ""
-    for char in text:
-        depth += char in "[{("
-        depth -= char in "]})"
-        if char == "," and depth == 0:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += char
-    parts.append(current.strip())
-    return [p for p in parts if p]
+def _new_form(old: str) -> str | None:
+    """The Hydra sweep that says what a range in the old syntax said, or None if `old` is not one."""
+    if old.startswith("choice ") and "(" not in old:
+        return f"choice({old[len('choice ') :].strip()})"
+    match = _OLD_RANGE.match(old)
+    if not match:
+        return None
+    low, high, step = match["low"], match["high"], match["step"]
+    if match["kind"] == "uniform":
+        return f"interval({low}, {high})"
+    if match["kind"] == "log-uniform":
+        return f"tag(log, interval({low}, {high}))"
+    return f"range({low}, {int(high) + 1}, {step})" if step else f"tag(int, interval({low}, {high}))"
 
 
 def _choice_value(text: str) -> Any:
-    """The value Optuna records: a number, bool, null or string; a list stays as its text."""
-    if _NUMBER.fullmatch(text):
-        return int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+    """The value Optuna records for a choice written as `text`: a number, bool or string; a list
+    stays as its text."""
     value = yaml.safe_load(text)
-    return value if value is None or isinstance(value, (bool, str)) else text
+    return value if isinstance(value, (bool, int, float, str)) else text
 
 
 def parse_dimension(key: str, spec: Any) -> Dimension:
-    if not isinstance(spec, str):
+    """`spec`, a sweep in Hydra's grammar (SWEEP_FORMS), as a Dimension of `key`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+    from hydra.errors import HydraException
+
+    text = str(spec).strip()
+    new = _new_form(text) if isinstance(spec, str) else None
+    if new:
         raise SearchSpaceError(
-            f"space.{key}: {spec!r} is not a range; write one of: {'; '.join(RANGE_FORMS)}"
+            f"space.{key}: {text!r} is the old range syntax; write it in Hydra's sweep grammar: {new}"
         )
-    spec = spec.strip()
-    if spec == "choice" or spec.startswith("choice "):
-        texts = tuple(_split_choices(spec[len("choice") :]))
-        if not texts:
-            raise SearchSpaceError(f"space.{key}: empty range {spec!r}: list at least one value")
+    try:
+        override = OverridesParser.create().parse_override(f"{key}={text}")
+    except HydraException as exc:
+        reason = str(exc).splitlines()[0]
+        raise SearchSpaceError(
+            f"space.{key}: cannot read {text!r} ({reason}); write one of: {'; '.join(SWEEP_FORMS)}"
+        ) from None
+    value = override.value()
+    if isinstance(value, ChoiceSweep):
+        texts = tuple(override.sweep_string_iterator())
         choices = tuple(_choice_value(t) for t in texts)
         if len(set(map(repr, choices))) != len(choices):
-            raise SearchSpaceError(f"space.{key}: {spec!r} lists a value twice")
-        return Dimension(key, "choice", spec, choices=choices, texts=texts)
-    match = _RANGE.match(spec)
-    if not match:
-        raise SearchSpaceError(f"space.{key}: cannot read {spec!r}; write one of: {'; '.join(RANGE_FORMS)}")
-    kind = match["kind"]
-    low, high = _number(match["low"], key), _number(match["high"], key)
-    step = match["step"]
-    if kind != "int" and step:
-        raise SearchSpaceError(f"space.{key}: `step` is for int ranges only ({spec!r})")
+            raise SearchSpaceError(f"space.{key}: {text!r} lists a value twice")
+        return Dimension(key, "choice", text, choices=choices, texts=texts)
+    if isinstance(value, RangeSweep):
+        values = [int(v) for v in override.sweep_string_iterator()]
+        numbers = (value.start, value.stop, value.step)
+        if any(not float(v).is_integer() for v in numbers):
+            raise SearchSpaceError(
+                f"space.{key}: {text!r}: range() takes integers; for floats write interval(low, high)"
+            )
+        if not values or len(values) == 1:
+            raise SearchSpaceError(f"space.{key}: empty range {text!r}: it holds {values}")
+        return Dimension(key, "int", text, low=values[0], high=values[-1], step=int(value.step))
+    if isinstance(value, IntervalSweep):
+        return _interval(key, text, value)
+    raise SearchSpaceError(
+        f"space.{key}: {text!r} is one value, not a range; write one of: {'; '.join(SWEEP_FORMS)}"
+    )
+
+
+def _interval(key: str, text: str, value: Any) -> Dimension:
+    unknown = sorted(set(value.tags) - set(INTERVAL_TAGS))
+    if unknown:
+        raise SearchSpaceError(
+            f"space.{key}: {text!r}: unknown tag(s) {unknown}; allowed: {', '.join(INTERVAL_TAGS)}"
+        )
+    low, high, log = value.start, value.end, "log" in value.tags
+    kind = "int" if "int" in value.tags else "float"
     if kind == "int":
-        if not (low.is_integer() and high.is_integer() and (step is None or _number(step, key).is_integer())):
-            raise SearchSpaceError(f"space.{key}: {spec!r}: int ranges need integer bounds and step")
+        if not (float(low).is_integer() and float(high).is_integer()):
+            raise SearchSpaceError(f"space.{key}: {text!r}: an int interval needs integer bounds")
         low, high = int(low), int(high)
-        step = int(step) if step else None
-        if step is not None and step < 1:
-            raise SearchSpaceError(f"space.{key}: {spec!r}: step must be >= 1")
     if not low < high:
-        raise SearchSpaceError(f"space.{key}: empty range {spec!r}: the lower bound must be below the upper")
-    if kind == "log-uniform" and low <= 0:
-        raise SearchSpaceError(f"space.{key}: {spec!r}: a log-uniform range must be above 0")
-    return Dimension(key, kind, spec, low=low, high=high, step=step)
+        raise SearchSpaceError(f"space.{key}: empty range {text!r}: the lower bound must be below the upper")
+    if log and low <= 0:
+        raise SearchSpaceError(f"space.{key}: {text!r}: a log interval must be above 0")
+    return Dimension(key, kind, text, low=low, high=high, log=log)
 
 
 @dataclass(frozen=True)
@@ -184,7 +213,7 @@ class SearchSpec:
 
     def fingerprint(self) -> str:
         """What makes two runs of a study comparable: the space, objective, base and budget."""
-        space = {d.key: [d.kind, d.low, d.high, d.step, list(d.texts)] for d in self.dimensions}
+        space = {d.key: [d.kind, d.low, d.high, d.step, d.log, list(d.texts)] for d in self.dimensions}
         return json.dumps(
             {
                 "base": list(self.base),
@@ -326,7 +355,7 @@ def load_spec(path: str | Path) -> SearchSpec:
         raise SearchSpaceError(f"{path}: unknown key(s) {unknown}; allowed: {', '.join(FILE_KEYS)}")
     space = raw.get("space")
     if not isinstance(space, dict) or not space:
-        raise SearchSpaceError(f"{path}: `space` must map config keys to ranges ({'; '.join(RANGE_FORMS)})")
+        raise SearchSpaceError(f"{path}: `space` must map config keys to sweeps ({'; '.join(SWEEP_FORMS)})")
     base = raw.get("base") or []
     if isinstance(base, str) or not all(isinstance(o, str) and "=" in o for o in base):
         raise SearchSpaceError(f"{path}: `base` must be a list of Hydra overrides (key=value), got {base!r}")
