@@ -8,6 +8,9 @@ Normal images are the test images of the trained classes (all of them without
 `data.classes`). Thresholds come from the validation split through
 `anomaly.fit_detector`, the same function that fits the served model's detector,
 so the shares flagged here are those the served model flags.
+
+Every set is scored batch by batch from the uint8 splits (memory maps for data=folder):
+the corrupted copies are made one batch at a time, and only per-image scores are kept.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ import torch
 
 from aeflow.data.classes import class_mask
 from aeflow.evaluation import anomaly as A
-from aeflow.evaluation.anomaly import as_float
-from aeflow.evaluation.corruptions import shifted_copies
+from aeflow.evaluation.corruptions import shifted_sources
 from aeflow.evaluation.pca import PCA
+from aeflow.evaluation.streaming import Rows
 
 log = logging.getLogger(__name__)
 
@@ -77,36 +80,39 @@ def anomaly_evaluation(
     check_settings(score, corruptions)
     model.eval()
     detector = A.fit_detector(
-        model.encode, model.decode, as_float(splits["train"][0]), as_float(splits["val"][0]), quantile, score
+        model.encode, model.decode, splits["train"][0], splits["val"][0], quantile, score
     )
     gaussian = detector.gaussian
 
-    def scores_of(images: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = as_float(images)
-        return {**A.model_scores(model.encode, model.decode, gaussian, x), A.PCA_SCORE: A.pca_scores(pca, x)}
+    def scores_of(images) -> dict[str, torch.Tensor]:
+        return {
+            **A.model_scores(model.encode, model.decode, gaussian, images),
+            A.PCA_SCORE: A.pca_scores(pca, images),
+        }
 
     thresholds = {
         **detector.thresholds,
-        A.PCA_SCORE: A.threshold(A.pca_scores(pca, as_float(splits["val"][0])), quantile),
+        A.PCA_SCORE: A.threshold(A.pca_scores(pca, splits["val"][0]), quantile),
     }
     test_images, test_labels = splits["test"]
+    if test_images.dim() == 3:
+        test_images = test_images.unsqueeze(1)  # (N, 1, H, W) uint8: a view, a memory map stays one
     if classes is None:
         normal_index = torch.arange(len(test_labels))
+        normal = test_images
     else:
         normal_index = class_mask(test_labels, classes).nonzero().flatten()
-    normal = test_images[normal_index]
-    if normal.dim() == 3:
-        normal = normal.unsqueeze(1)  # (N, C, H, W) uint8
+        normal = Rows(test_images, normal_index)
     names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
-    outsides: dict[str, dict[str, torch.Tensor]] = {}
+    outsides: dict[str, dict] = {}
     if names:
-        outsides[A.SHIFT] = shifted_copies(normal, names, seed)
+        outsides[A.SHIFT] = shifted_sources(normal, names, seed)
     if ood_sets:
         outsides[A.OOD] = dict(ood_sets)
     if classes is not None:
         rest = torch.ones(len(test_labels), dtype=torch.bool)
         rest[normal_index] = False
-        outsides[A.OTHER_CLASSES] = {"rest": test_images[rest]}
+        outsides[A.OTHER_CLASSES] = {"rest": Rows(test_images, rest)}
     result = A.evaluate_anomaly(scores_of, normal, outsides, thresholds, quantile, extreme_n, normal_index)
     if A.SHIFT in result.metrics:
         result.metrics[A.SHIFT] = with_mean(result.metrics[A.SHIFT])

@@ -1,0 +1,132 @@
+"""Evaluation batch by batch from uint8 splits equals evaluation on the whole split as floats,
+and PCA's randomized fit is close to its exact one."""
+
+import numpy as np
+import pytest
+import torch
+
+from aeflow.evaluation import anomaly as A
+from aeflow.evaluation import pca as P
+from aeflow.evaluation import streaming as S
+from aeflow.evaluation.corruptions import CORRUPTIONS, CorruptedImages, corrupt
+from aeflow.evaluation.protocols import anomaly_evaluation
+
+
+def _low_rank_images(n: int, side: int = 12, channels: int = 3, rank: int = 6, seed: int = 0) -> torch.Tensor:
+    """uint8 (n, C, side, side) near a `rank`-dimensional subspace plus noise, with a falling
+    spectrum: a PCA case with a clear answer."""
+    gen = torch.Generator().manual_seed(seed)
+    d = channels * side * side
+    basis = torch.linalg.qr(torch.randn(d, rank, generator=gen, dtype=torch.float64)).Q
+    weights = torch.randn(n, rank, generator=gen, dtype=torch.float64) * torch.linspace(60, 10, rank)
+    pixels = 128 + weights @ basis.T * 4 + 3 * torch.randn(n, d, generator=gen, dtype=torch.float64)
+    return pixels.round().clamp(0, 255).to(torch.uint8).reshape(n, channels, side, side)
+
+
+def test_batch_size_follows_the_image_size():
+    assert S.rows_per_batch(784) == 2048  # MNIST: the batches evaluation always used
+    assert S.rows_per_batch(3 * 64 * 64) == 672
+    assert S.rows_per_batch(3 * 256 * 256) == 32
+    assert S.rows_per_batch(10**9) == 1
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_a_corrupted_copy_made_batch_by_batch_equals_the_whole_copy(name):
+    images = _low_rank_images(70)
+    whole = corrupt(images, name, seed=3)
+    for size in (16, 32, 70):
+        batched = torch.cat(list(CorruptedImages(images, name, seed=3).batches(size)))
+        assert torch.equal(batched, whole), (name, size)
+
+
+def test_rows_read_the_selection_batch_by_batch():
+    images = _low_rank_images(40)
+    mask = torch.arange(40) % 3 == 0
+    rows = S.Rows(images, mask)
+    assert len(rows) == int(mask.sum())
+    assert torch.equal(torch.cat(list(S.batches(rows, 4))), images[mask])
+
+
+def test_scores_of_uint8_batches_equal_those_of_the_whole_float_split():
+    images = _low_rank_images(300)
+    pca = P.PCA(5).fit(S.as_float(images).double())
+
+    def encode(x):
+        return pca.encode(x).float()
+
+    def decode(z):
+        return pca.decode(z).float().clamp(0, 1)
+
+    gaussian = A.CodeGaussian.fit(encode(S.as_float(images)))
+    whole = A.model_scores(encode, decode, gaussian, S.as_float(images))
+    batched = A.model_scores(encode, decode, gaussian, images, batch=64)
+    for name in A.MODEL_SCORES:
+        assert torch.equal(whole[name], batched[name]), name
+    flat = S.as_float(images).flatten(1).double()
+    expected = (pca.decode(pca.encode(flat)) - flat).pow(2).sum(1)
+    assert torch.allclose(A.pca_scores(pca, images, batch=64), expected, rtol=1e-12, atol=1e-12)
+    fitted = A.fit_detector(encode, decode, images[:200], images[200:], 0.9)
+    assert fitted == A.fit_detector(encode, decode, S.as_float(images[:200]), S.as_float(images[200:]), 0.9)
+
+
+def test_the_protocols_score_memory_mapped_splits_as_in_memory_ones(tmp_path):
+    images = _low_rank_images(400, channels=1)[:, 0]  # grey (N, H, W), as MNIST is stored
+    labels = torch.arange(400) % 4
+    np.save(tmp_path / "images.npy", images.numpy())
+    mapped = torch.from_numpy(np.load(tmp_path / "images.npy", mmap_mode="c"))  # a map torch may wrap
+    pca = P.fit_images(images[:250], 4)
+
+    class Linear(torch.nn.Module):
+        def encode(self, x):
+            return pca.encode(x).float()
+
+        def decode(self, z):
+            return pca.decode(z).float().clamp(0, 1)
+
+    def run(x):
+        splits = {"train": (x[:250], labels[:250]), "val": (x[250:300], labels[250:300])}
+        splits["test"] = (x[300:], labels[300:])
+        return anomaly_evaluation(
+            Linear(), pca, splits, quantile=0.9, corruptions=["rotate", "impulse_noise"]
+        )
+
+    assert run(mapped).metrics == run(images).metrics
+
+
+def test_pca_methods_follow_the_rule_and_the_exact_path_is_unchanged():
+    assert P.choose_method(55_000, 784) == P.EXACT  # MNIST: the figures it always had
+    assert P.choose_method(200_000, 784) == P.COVARIANCE
+    assert P.choose_method(100, 64 * 64 * 3) == P.RANDOMIZED
+    images = _low_rank_images(200)
+    exact = P.fit_images(images, 4)
+    old = P.PCA(4).fit(images.double() / 255.0)
+    for key in ("mean", "components", "explained_variance"):
+        assert torch.equal(getattr(exact, key), getattr(old, key)), key
+    with pytest.raises(ValueError, match="method='svd': allowed: auto, exact"):
+        P.fit_images(images, 4, method="svd")
+
+
+@pytest.mark.parametrize("method", [P.COVARIANCE, P.RANDOMIZED])
+def test_streamed_pca_captures_the_exact_fits_variance(method):
+    images = _low_rank_images(500, seed=1)
+    exact = P.fit_images(images, 6, method=P.EXACT)
+    fitted = P.fit_images(images, 6, method=method, batch=48)
+    assert torch.allclose(fitted.mean, exact.mean, rtol=0, atol=1e-12)
+    ratio = float(fitted.explained_variance.sum() / exact.explained_variance.sum())
+    assert 0.999 <= ratio <= 1 + 1e-5, ratio  # float32 products: rounding of ~1e-7
+    # The same subspace: each exact component lies in the fitted span.
+    inside = (fitted.components.T @ exact.components).pow(2).sum(0)
+    assert inside.min() > 0.999, inside
+    flat = images.flatten(1).double() / 255.0
+
+    def error(p: P.PCA) -> float:
+        return float((p.decode(p.encode(flat)) - flat).pow(2).sum(1).mean())
+
+    assert error(fitted) <= error(exact) * 1.001
+
+
+def test_figures_read_only_the_images_they_draw():
+    images = _low_rank_images(30, channels=1)
+    picked = S.take(images, [3, 7])
+    assert picked.dtype == torch.float32 and picked.shape == (2, 1, 12, 12)
+    assert torch.equal(picked, images[[3, 7]].float() / 255.0)
