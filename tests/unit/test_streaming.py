@@ -1,6 +1,8 @@
 """Evaluation batch by batch from uint8 splits equals evaluation on the whole split as floats,
 and PCA's randomized fit is close to its exact one."""
 
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -39,6 +41,17 @@ def test_a_corrupted_copy_made_batch_by_batch_equals_the_whole_copy(name):
         assert torch.equal(batched, whole), (name, size)
 
 
+def test_impulse_noise_in_batches_draws_the_hits_then_the_salt_of_the_whole_set():
+    images = _low_rank_images(40)
+    gen = torch.Generator().manual_seed(5 * 1_000_003 + zlib.crc32(b"impulse_noise"))
+    hit = torch.rand(images.shape, generator=gen) < 0.1
+    salt = torch.rand(images.shape, generator=gen) < 0.5
+    expected = images.clone()
+    expected[hit] = torch.where(salt[hit], 255, 0).to(torch.uint8)
+    batched = torch.cat(list(CorruptedImages(images, "impulse_noise", seed=5).batches(16)))
+    assert torch.equal(batched, expected)
+
+
 def test_rows_read_the_selection_batch_by_batch():
     images = _low_rank_images(40)
     mask = torch.arange(40) % 3 == 0
@@ -69,7 +82,7 @@ def test_scores_of_uint8_batches_equal_those_of_the_whole_float_split():
     assert fitted == A.fit_detector(encode, decode, S.as_float(images[:200]), S.as_float(images[200:]), 0.9)
 
 
-def test_the_protocols_score_memory_mapped_splits_as_in_memory_ones(tmp_path):
+def test_the_protocols_score_memory_mapped_splits_as_whole_float_splits(tmp_path):
     images = _low_rank_images(400, channels=1)[:, 0]  # grey (N, H, W), as MNIST is stored
     labels = torch.arange(400) % 4
     np.save(tmp_path / "images.npy", images.numpy())
@@ -83,14 +96,33 @@ def test_the_protocols_score_memory_mapped_splits_as_in_memory_ones(tmp_path):
         def decode(self, z):
             return pca.decode(z).float().clamp(0, 1)
 
-    def run(x):
-        splits = {"train": (x[:250], labels[:250]), "val": (x[250:300], labels[250:300])}
-        splits["test"] = (x[300:], labels[300:])
-        return anomaly_evaluation(
-            Linear(), pca, splits, quantile=0.9, corruptions=["rotate", "impulse_noise"]
-        )
+    model, classes = Linear(), [0, 1]
+    splits = {"train": (mapped[:250], labels[:250]), "val": (mapped[250:300], labels[250:300])}
+    splits["test"] = (mapped[300:], labels[300:])
+    found = anomaly_evaluation(
+        model, pca, splits, quantile=0.9, corruptions=["rotate", "impulse_noise"], classes=classes
+    ).metrics
+    # The same figures from whole float copies, as evaluation computed them before it streamed.
+    test, test_labels = images[300:].unsqueeze(1), labels[300:]
+    normal = test[(test_labels == 0) | (test_labels == 1)]
+    gaussian = A.CodeGaussian.fit(model.encode(S.as_float(images[:250])))
 
-    assert run(mapped).metrics == run(images).metrics
+    def scores(x):
+        return A.model_scores(model.encode, model.decode, gaussian, S.as_float(x))[A.SQ_ERR]
+
+    gen = torch.Generator().manual_seed(zlib.crc32(b"impulse_noise"))  # seed 0's generator
+    hit = torch.rand(normal.shape, generator=gen) < 0.1
+    salt = torch.rand(normal.shape, generator=gen) < 0.5
+    impulse = normal.clone()
+    impulse[hit] = torch.where(salt[hit], 255, 0).to(torch.uint8)
+    expected = {
+        ("shift", "impulse_noise"): A.separation(scores(normal), scores(impulse)),
+        ("shift", "rotate"): A.separation(scores(normal), scores(corrupt(normal, "rotate"))),
+        ("other_classes", "rest"): A.separation(scores(normal), scores(test[test_labels > 1])),
+    }
+    for (protocol, name), metrics in expected.items():
+        got = found[protocol][name][A.SQ_ERR]
+        assert {k: got[k] for k in metrics} == metrics, (protocol, name)
 
 
 def test_pca_methods_follow_the_rule_and_the_exact_path_is_unchanged():
