@@ -27,8 +27,8 @@ def _low_rank_images(n: int, side: int = 12, channels: int = 3, rank: int = 6, s
 
 def test_batch_size_follows_the_image_size():
     assert S.rows_per_batch(784) == 2048  # MNIST: the batches evaluation always used
-    assert S.rows_per_batch(3 * 64 * 64) == 672
-    assert S.rows_per_batch(3 * 256 * 256) == 32
+    assert S.rows_per_batch(3 * 64 * 64) == 160
+    assert S.rows_per_batch(3 * 256 * 256) == 10
     assert S.rows_per_batch(10**9) == 1
 
 

@@ -195,8 +195,9 @@ class CorruptedImages:
     def batches(self, size: int) -> Iterator[torch.Tensor]:
         from aeflow.evaluation.streaming import ROW_MULTIPLE, batches
 
-        if size > ROW_MULTIPLE and size % ROW_MULTIPLE:
-            size -= size % ROW_MULTIPLE  # the per-pixel noise is drawn in whole blocks of 16
+        if size * math.prod(self.image_shape) % ROW_MULTIPLE:
+            # The per-pixel noise is drawn in blocks of 16 values: batches must hold whole blocks.
+            size = max(ROW_MULTIPLE, size - size % ROW_MULTIPLE)
         apply = CORRUPTIONS[self.name](len(self.images), self.image_shape, _generator(self.name, self.seed))
         start = 0
         for batch in batches(self.images, size):

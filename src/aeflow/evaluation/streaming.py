@@ -11,7 +11,8 @@ memory map, `Rows`), or an object with a `batches(size)` method yielding them in
 
 Batches are `rows_per_batch` images: at most `MAX_ROWS` (2048, what evaluation always used,
 so MNIST's figures are computed on the same slices) and at most `BATCH_BYTES` of float64
-pixels, so a batch of 256x256 RGB photos is 32 images, not 2048 (3.2 GB).
+pixels, so a batch of 64x64 RGB images is 160 images and one of 256x256 RGB photos 10, not
+2048 (3.2 GB of float32).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Any
 import torch
 
 MAX_ROWS = 2048
-BATCH_BYTES = 64 * 2**20  # float64 pixels of one batch
-ROW_MULTIPLE = 16  # batches of a multiple of 16 images draw the same random numbers as one whole draw
+BATCH_BYTES = 16 * 2**20  # float64 pixels of one batch (a score makes a few such copies)
+ROW_MULTIPLE = 16  # random draws in blocks of 16 values equal one draw of the whole set
 
 
 def rows_per_batch(pixels: int, max_rows: int = MAX_ROWS, batch_bytes: int = BATCH_BYTES) -> int:
