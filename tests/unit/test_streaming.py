@@ -162,3 +162,24 @@ def test_figures_read_only_the_images_they_draw():
     picked = S.take(images, [3, 7])
     assert picked.dtype == torch.float32 and picked.shape == (2, 1, 12, 12)
     assert torch.equal(picked, images[[3, 7]].float() / 255.0)
+
+
+def test_reconstruction_metrics_batch_by_batch_equal_the_whole_splits():
+    from aeflow.evaluation import metrics as M
+
+    images = _low_rank_images(90, side=16)
+    labels = torch.arange(90) % 3
+    pca = P.fit_images(images, 5)
+
+    def reconstruct(x):
+        return pca.decode(pca.encode(x)).float().clamp(0, 1)
+
+    x = S.as_float(images)
+    whole = M.reconstruction_metrics(reconstruct(x).view_as(x), x, labels)
+    batched = M.reconstruction_metrics_batched(reconstruct, images, labels, batch=32)
+    assert torch.equal(whole[2], batched[2])
+    for got, expected in ((batched[0], whole[0]), *((batched[1][c], whole[1][c]) for c in whole[1])):
+        assert got.keys() == expected.keys()
+        for key in expected:
+            tol = 1e-12 if key == M.PSNR else 0  # PSNR: summed per image, the last bits may differ
+            assert got[key] == pytest.approx(expected[key], rel=tol, abs=0), key
