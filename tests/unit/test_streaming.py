@@ -183,3 +183,36 @@ def test_reconstruction_metrics_batch_by_batch_equal_the_whole_splits():
         for key in expected:
             tol = 1e-12 if key == M.PSNR else 0  # PSNR: summed per image, the last bits may differ
             assert got[key] == pytest.approx(expected[key], rel=tol, abs=0), key
+
+
+def test_the_figures_from_uint8_images_are_those_from_the_float_split(tmp_path):
+    from aeflow.config.schema import VisualizeConfig
+    from aeflow.reporting.figures import draw_all
+
+    images = _low_rank_images(60, channels=1)[:, 0]  # grey (N, H, W), as a split is stored
+    labels = torch.arange(60) % 3
+    pca = P.fit_images(images, 4)
+
+    class Linear(torch.nn.Module):
+        def encode(self, x):
+            return pca.encode(x).float()
+
+        def decode(self, z):
+            return pca.decode(z).float().clamp(0, 1).reshape(len(z), 1, 12, 12)
+
+        def forward(self, x):
+            return self.decode(self.encode(x))
+
+    worst = [{"index": i, "digit": int(labels[i]), "sq_err_per_image": 1.0} for i in (50, 7, 33)]
+    by_digit = {k: {str(c): {"sq_err_per_image": 1.0 + c} for c in range(3)} for k in ("test", "pca")}
+    details = {"worst": worst, "by_digit": by_digit}
+    knobs = VisualizeConfig(map_points=40, interpolation_pairs=4, interpolation_steps=3)
+    loss = [{"epoch": 0, "train/loss": 1.0, "val/loss": 1.1}]
+    drawn = {}
+    for kind, x in (("uint8", images), ("float", S.as_float(images))):
+        (tmp_path / kind).mkdir()
+        figures = draw_all(Linear(), pca, x, labels, details, loss, 4, knobs, tmp_path / kind)
+        drawn[kind] = {f.path.name: f.path.read_bytes() for f in figures}
+    assert drawn["uint8"].keys() == drawn["float"].keys() and len(drawn["uint8"]) == 6
+    for name, png in drawn["float"].items():
+        assert drawn["uint8"][name] == png, name
