@@ -21,6 +21,24 @@
 with the data memory-mapped (torch and Lightning alone take ~1 GB of it).
 
 Prints the JSON (also written to `--json`).
+
+`--pipeline`: the whole pipeline instead, every stage dvc.yaml lists (in its order, each
+stage's `cmd` in its own process, in a temporary copy of the project with params.yaml
+composed from conf/ as `dvc exp run` composes it), on generated folders of each of
+`--counts` images (e.g. N and 4N), one short epoch of the default MLP; then the largest
+count again with every stage under `prlimit --data=<--cap-gb>`; then `--photos` images of
+256x256 RGB with the conv preset. Each row: stage, images, peak resident memory (the
+stage's process tree as `/usr/bin/time` reports it: the largest of its processes) and
+wall time; and per stage the peak's growth from the smallest count to the largest.
+
+    python benchmarks/folder_scale.py --pipeline --counts 15000,60000 --cap-gb 2 --photos 2000 \
+        --json results/folder_scale_pipeline.json
+
+The cap is RLIMIT_DATA (`prlimit --data`): what a process may allocate (heap, anonymous
+maps), the memory that grows when a stage holds a split as floats. A memory map of the
+packed arrays is file-backed and read-only: the kernel drops its pages under pressure, so it
+does not count, as in a cgroup whose page cache is reclaimable; a cgroup would need root or
+systemd here and would count that cache until reclaimed.
 """
 
 from __future__ import annotations
@@ -39,6 +57,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from aeflow.data.pack import PackSpec, default_workers, pack_folder  # noqa: E402
 from aeflow.io import write_json  # noqa: E402
@@ -184,6 +203,119 @@ def train_in_child(args: argparse.Namespace, in_memory: bool, cap: int | None) -
     return result
 
 
+def stage_commands(project: Path) -> list[tuple[str, str]]:
+    """(stage, cmd) of every stage of the project's dvc.yaml, in the file's (dependency) order."""
+    import yaml
+
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    return [(name, stage["cmd"]) for name, stage in stages.items()]
+
+
+def run_stage(project: Path, cmd: str, cap: int | None) -> dict:
+    """One stage's command under /usr/bin/time (and prlimit): peak RSS, wall time, exit code."""
+    import shlex
+
+    argv = ["/usr/bin/time", "-f", "aeflow-time %M %e", *shlex.split(cmd)]
+    if cap is not None:
+        argv = ["prlimit", f"--data={cap}", "--", *argv]
+    env = dict(os.environ, PYTHONPATH=str(project / "src"), MALLOC_ARENA_MAX="2")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True)
+    timed = [ln.split() for ln in proc.stderr.splitlines() if ln.startswith("aeflow-time ")]
+    row = {"exit_code": proc.returncode}
+    if timed:
+        row.update(peak_rss_mb=round(int(timed[-1][1]) / 1024, 1), time_s=float(timed[-1][2]))
+    if proc.returncode:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("aeflow-time")]
+        row["error"] = (lines or ["(no output)"])[-1][:300]
+    return row
+
+
+def pipeline(images: Path, size: int, overrides: list[str], cap: int | None, label: str) -> list[dict]:
+    """Every stage on the folder `images` in a fresh copy of the project; one row per stage."""
+    import shutil
+
+    from pipeline import copy_project  # benchmarks/pipeline.py (benchmarks/ is on sys.path)
+
+    project = Path(tempfile.mkdtemp(prefix="aeflow-folder-pipeline-"))
+    try:
+        copy_project(project)
+        features = 3 * size * size
+        composed = [
+            "data=folder",
+            f"data.path={images}",
+            f"data.image_size=[{size},{size}]",
+            "data.channels=3",
+            f"data.input_features={features}",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            *overrides,
+        ]
+        env = dict(os.environ, PYTHONPATH=str(project / "src"))
+        subprocess.run(
+            [sys.executable, "-m", "aeflow.config", *composed],
+            cwd=project,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        count = sum(1 for _ in images.rglob("*.png"))
+        rows = []
+        for stage, cmd in stage_commands(project):
+            row = {"run": label, "stage": stage, "images": count, "cap_gb": cap and round(cap / 1e9, 3)}
+            row.update(run_stage(project, cmd, cap))
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            rows.append(row)
+            if row["exit_code"]:
+                break
+        return rows
+    finally:
+        shutil.rmtree(project, ignore_errors=True)
+
+
+def growth(rows: list[dict], small: int, large: int) -> list[dict]:
+    """Per stage, peak memory and time at the largest count over those at the smallest."""
+    by = {(r["stage"], r["images"]): r for r in rows if r["run"] == "scale" and "peak_rss_mb" in r}
+    out = []
+    for (stage, n), row in by.items():
+        big = by.get((stage, large))
+        if n == small and big:
+            out.append(
+                {
+                    "stage": stage,
+                    "peak_rss_growth": round(big["peak_rss_mb"] / row["peak_rss_mb"], 3),
+                    "time_growth": round(big["time_s"] / max(row["time_s"], 1e-9), 2),
+                }
+            )
+    return out
+
+
+def main_pipeline(args: argparse.Namespace) -> dict:
+    counts = sorted(int(c) for c in args.counts.split(","))
+    rows: list[dict] = []
+    for count in counts:
+        folder = args.work / f"images-{args.size}-{count}"
+        generate(folder, count, args.size)
+        rows += pipeline(folder, args.size, args.override, None, "scale")
+    cap = int(args.cap_gb * 1e9)
+    largest = args.work / f"images-{args.size}-{counts[-1]}"
+    rows += pipeline(largest, args.size, args.override, cap, "capped")
+    if args.photos:
+        photos = args.work / f"images-256-{args.photos}"
+        generate(photos, args.photos, 256)
+        rows += pipeline(photos, 256, ["experiment=conv", *args.override], None, "photos-conv")
+    return {
+        "counts": counts,
+        "size": args.size,
+        "cap_gb": round(cap / 1e9, 3),
+        "load_avg_1min_at_end": os.getloadavg()[0],
+        "rows": rows,
+        "growth": growth(rows, counts[0], counts[-1]),
+        "cpu": os.cpu_count(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -198,7 +330,17 @@ def main() -> None:
     parser.add_argument("--train-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--in-memory", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--pipeline", action="store_true", help="every stage, at each of --counts")
+    parser.add_argument("--counts", default="15000,60000", help="--pipeline: images per folder")
+    parser.add_argument("--photos", type=int, default=0, help="--pipeline: 256x256 RGB images, conv")
+    parser.add_argument("--override", action="append", default=[], help="--pipeline: a Hydra override")
     args = parser.parse_args()
+    if args.pipeline:
+        result = main_pipeline(args)
+        print(json.dumps(result, indent=2))
+        if args.json:
+            write_json(args.json, result)
+        return
     if args.train_child:
         print(json.dumps(train_once(args.data, args.size, args.in_memory, args.batch_size, args.warmup)))
         return

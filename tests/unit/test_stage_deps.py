@@ -78,7 +78,8 @@ def test_closure_follows_imports_inside_functions_config_targets_and_code_run_by
     # imported inside main()
     assert "aeflow.evaluation.evaluate" in closure
     # built by Hydra from a `_target_`, named by no import statement
-    assert "aeflow.models.autoencoder" in closure and "aeflow.data.datamodule" in closure
+    trained = import_closure(stage_module("train"))
+    assert "aeflow.models.autoencoder" in trained and "aeflow.data.datamodule" in trained
     # importing a submodule runs its package's __init__
     assert "aeflow.evaluation" in closure
     # MLflow runs the served model's code file by its path

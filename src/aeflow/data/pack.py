@@ -169,6 +169,81 @@ def _decoded(root: Path, names: Sequence[str], spec: PackSpec, pool) -> Iterator
     return pool.imap(_decode_job, jobs, chunksize=64)
 
 
+SURVEY_SAMPLE = 500  # images whose headers `survey` reads: a fixed number, whatever the folder's size
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+@dataclass(frozen=True)
+class FolderShape:
+    """The most common image size (H, W) and channels among the `sampled` images of a folder."""
+
+    image_size: tuple[int, int]
+    channels: int
+    share: float  # of the sampled images that have both
+    sampled: int
+
+    def overrides(self) -> str:
+        """The `dvc exp run` options that pack the images at this size and channels."""
+        (height, width), c = self.image_size, self.channels
+        return (
+            f"-S data.image_size=[{height},{width}] -S data.channels={c} "
+            f"-S data.input_features={c * height * width}"
+        )
+
+
+def survey(root: str | Path, names: Sequence[str], sample: int = SURVEY_SAMPLE) -> FolderShape:
+    """The most common size and channels of the images `names` under `root`, from the headers of
+    `sample` of them evenly spread over the sorted list (Pillow reads no pixels for this)."""
+    from collections import Counter
+
+    names = sorted(names)
+    step = max(1, len(names) // sample)
+    found: Counter = Counter()
+    for name in names[::step][:sample]:
+        try:
+            with Image.open(Path(root) / name) as image:
+                width, height = image.size
+                if image.getexif().get(0x0112) in (5, 6, 7, 8):  # stored sideways: shown upright
+                    width, height = height, width
+                found[(height, width), 1 if image.mode in GREY_MODES else 3] += 1
+        except Exception:  # noqa: BLE001,S112 (a bad file is named by the pack itself)
+            continue
+    if not found:
+        raise DataError(f"{root}: none of {len(names)} image(s) could be read")
+    (size, channels), count = found.most_common(1)[0]
+    return FolderShape(size, channels, count / sum(found.values()), sum(found.values()))
+
+
+def check_shape(source: Path, index: FolderIndex, spec: PackSpec) -> FolderShape:
+    """Log the folder's most common size and channels; warn, with the options that keep them,
+    when the settings convert the images to another size or to grey."""
+    names = [name for split in SPLITS for name in index.files[split]]
+    found = survey(source, names)
+    colour = "RGB" if found.channels == 3 else "grey"
+    log.info(
+        "%s: %.0f%% of %d sampled images are %dx%d %s",
+        source,
+        100 * found.share,
+        found.sampled,
+        *found.image_size,
+        colour,
+    )
+    if (found.image_size, found.channels) != (spec.image_size, spec.channels):
+        wanted = "RGB" if spec.channels == 3 else "grey"
+        log.warning(
+            "data.image_size=%s data.channels=%d: the images (mostly %dx%d %s) are packed as %dx%d %s; "
+            "to keep their size and colour, run with %s",
+            list(spec.image_size),
+            spec.channels,
+            *found.image_size,
+            colour,
+            *spec.image_size,
+            wanted,
+            found.overrides(),
+        )
+    return found
+
+
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -186,6 +261,7 @@ def pack_folder(
     """
     source, out_dir = Path(source), Path(out_dir)
     index = scan_folder(source, spec.val_size, spec.test_size, spec.split_seed)
+    check_shape(source, index, spec)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in remove_temporaries(out_dir):
         log.info("removed %s, left by an interrupted pack", stale)
@@ -260,3 +336,24 @@ def read_manifest(data_dir: str | Path) -> dict:
             f"{path}: format {manifest.get('format')}, expected {FORMAT}; re-pack: dvc repro -f download"
         )
     return manifest
+
+
+def main() -> None:
+    """`python -m aeflow.data.pack FOLDER`: the folder's most common size and channels, and the
+    options that pack it so."""
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m aeflow.data.pack FOLDER")
+    index = scan_folder(sys.argv[1])
+    found = survey(sys.argv[1], [name for split in SPLITS for name in index.files[split]])
+    colour = "RGB" if found.channels == 3 else "grey"
+    sys.stdout.write(
+        f"{found.share:.0%} of {found.sampled} sampled images are {found.image_size[0]}x"
+        f"{found.image_size[1]} {colour}; pack them so with:\n  dvc exp run -S data=folder "
+        f"-S data.path={sys.argv[1]} {found.overrides()}\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ cache, and the process's own memory stays bounded however large the data set.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import pytorch_lightning as pl
@@ -17,7 +18,8 @@ import torch
 from aeflow.data.datamodule import IDXDataModule
 from aeflow.data.pack import PackSpec, check_spec
 from aeflow.data.packed_splits import PackedSplits
-from aeflow.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class PackedDataModule(IDXDataModule):
@@ -76,8 +78,12 @@ class PackedDataModule(IDXDataModule):
         self.packed.setup()
         n_train = len(self.packed.splits["train"][1])
         if self.batch_size > n_train:
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} is larger than the training split "
-                f"({n_train} images); use at most {n_train}"
+            # A small folder is a normal first try: train on it whole rather than refuse.
+            log.warning(
+                "data.batch_size=%d is larger than the training split (%d images): batches of %d",
+                self.batch_size,
+                n_train,
+                n_train,
             )
+            self.batch_size = n_train
         return self.packed.splits

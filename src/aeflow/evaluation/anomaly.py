@@ -32,6 +32,13 @@ from pathlib import Path
 import torch
 
 from aeflow.evaluation.metrics import bce_per_image, sq_err_per_image
+from aeflow.evaluation.streaming import (
+    as_float,  # noqa: F401 (one batch's conversion, for callers)
+    float_batches,
+    per_image,
+    pixels_of,
+    rows_per_batch,
+)
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -70,12 +77,6 @@ SCORE_LABELS = {
 
 
 # --- per-image scores ----------------------------------------------------------------------------
-
-
-def as_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W) or (N, 1, H, W) -> float32 (N, 1, H, W) in [0, 1], on the CPU."""
-    images = images.cpu()
-    return (images if images.dim() == 4 else images.unsqueeze(1)).float() / 255.0
 
 
 @dataclass
@@ -117,12 +118,13 @@ class CodeGaussian:
 
 @torch.no_grad()
 def model_scores(
-    encode: Fn, decode: Fn, gaussian: CodeGaussian, images: torch.Tensor, batch: int = 2048
+    encode: Fn, decode: Fn, gaussian: CodeGaussian, images, batch: int = 2048
 ) -> dict[str, torch.Tensor]:
-    """{score: (N,) float64} of the autoencoder's scores (`MODEL_SCORES`) for images (N, 1, H, W)."""
+    """{score: (N,) float64} of the autoencoder's scores (`MODEL_SCORES`) for images: float
+    (N, C, H, W) in [0, 1], or an image source of uint8 images (aeflow.evaluation.streaming),
+    made float one batch of at most `batch` images at a time."""
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in MODEL_SCORES}
-    for start in range(0, len(images), batch):
-        x = images[start : start + batch]
+    for x in float_batches(images, rows_per_batch(pixels_of(images), batch)):
         codes = encode(x)  # (B, D)
         recon = decode(codes).reshape(x.shape).double().cpu()
         target = x.double().cpu()
@@ -132,10 +134,15 @@ def model_scores(
     return {name: torch.cat(p) if p else torch.zeros(0, dtype=torch.float64) for name, p in parts.items()}
 
 
-def pca_scores(pca, images: torch.Tensor) -> torch.Tensor:
-    """(N,) PCA's squared reconstruction error per image; `pca` is an `aeflow.evaluation.pca.PCA`."""
-    flat = images.flatten(1).double()
-    return sq_err_per_image(pca.decode(pca.encode(flat)), flat)
+def pca_scores(pca, images, batch: int | None = None) -> torch.Tensor:
+    """(N,) PCA's squared reconstruction error per image; `pca` is an `aeflow.evaluation.pca.PCA`;
+    `images` as for `model_scores`."""
+
+    def scores(x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1).double()
+        return sq_err_per_image(pca.decode(pca.encode(flat)), flat)
+
+    return per_image(scores, images, batch).double()
 
 
 # --- separation metrics and the threshold ----------------------------------------------------------
@@ -285,11 +292,14 @@ def fit_detector(
     shrinkage: float | None = None,
 ) -> DetectorState:
     """Fit the code Gaussian on `train_images` and each model score's threshold on `val_images`
-    (both float (N, 1, H, W) in [0, 1]); `shrinkage` as in `CodeGaussian.fit`."""
+    (float (N, C, H, W) in [0, 1], or uint8 splits, memory-mapped or not, made float one batch
+    at a time); `shrinkage` as in `CodeGaussian.fit`.
+
+    The training codes (N x latent_dim, float32) are kept for the Gaussian: a few bytes per
+    image (128 floats for the default model against 784 pixels), as the per-image scores are."""
     if score not in MODEL_SCORES:
         raise ValueError(f"score={score!r}: allowed: {', '.join(MODEL_SCORES)}")
-    with torch.no_grad():
-        codes = torch.cat([encode(train_images[i : i + 2048]) for i in range(0, len(train_images), 2048)])
+    codes = per_image(encode, train_images, rows_per_batch(pixels_of(train_images)))
     gaussian = CodeGaussian.fit(codes, shrinkage)
     val = model_scores(encode, decode, gaussian, val_images)
     return DetectorState(
@@ -314,17 +324,18 @@ class AnomalyResult:
 
 
 def evaluate_anomaly(
-    scores_of: Callable[[torch.Tensor], dict[str, torch.Tensor]],
-    normal: torch.Tensor,
-    outsides: Mapping[str, Mapping[str, torch.Tensor]],
+    scores_of: Callable[..., dict[str, torch.Tensor]],
+    normal,
+    outsides: Mapping[str, Mapping],
     thresholds: Mapping[str, float],
     quantile: float,
     extreme_n: int = 16,
     index: torch.Tensor | None = None,
     known: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> AnomalyResult:
-    """Separation of `normal` test images (N, 1, H, W) from each set in `outsides`
-    ({protocol: {set name: images}}), for every score `scores_of(images)` returns.
+    """Separation of `normal` test images from each set in `outsides` ({protocol: {set name:
+    images}}), for every score `scores_of(images)` returns; images are whatever `scores_of`
+    takes (float tensors, or uint8 image sources scored batch by batch).
 
     `thresholds` ({score: value}) come from validation images; the metrics give the share of
     each set flagged above them. The details keep, per set, the histograms and ROC curves

@@ -6,6 +6,8 @@ report and the tests spell them once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -137,14 +139,62 @@ def reconstruction_metrics(
     sq = sq_err_per_image(recon.double(), target.double())
     bce = bce_per_image(recon.double(), target.double())
     ssim = ssim_per_image(recon, target)
-    pixels = target[0].numel()
+    return _by_label(sq, bce, ssim, labels, target[0].numel(), lambda mask: psnr(recon[mask], target[mask]))
+
+
+@torch.no_grad()
+def reconstruction_metrics_batched(
+    reconstruct: Callable[[torch.Tensor], torch.Tensor],
+    images,
+    labels: torch.Tensor,
+    batch: int | None = None,
+) -> tuple[dict[str, float], dict[str, dict[str, float]], torch.Tensor]:
+    """`reconstruction_metrics(reconstruct(x), x, labels)` for x the float images of uint8
+    `images` (a memory map is fine), computed batch by batch: the floats of one batch exist at a
+    time, and only per-image figures are kept.
+
+    Every per-image figure (squared error, BCE, SSIM) equals the whole-split one; PSNR is
+    10 log10(1 / MSE) with the MSE summed from the per-image squared errors instead of over all
+    pixels at once, so it can differ from `reconstruction_metrics`' in the last bits."""
+    from aeflow.evaluation.streaming import float_batches, pixels_of
+
+    parts: list[tuple[torch.Tensor, ...]] = []
+    for x in float_batches(images, batch):
+        recon = reconstruct(x).reshape(x.shape).detach().cpu()
+        parts.append(
+            (
+                sq_err_per_image(recon.double(), x.double()),
+                bce_per_image(recon.double(), x.double()),
+                ssim_per_image(recon, x),
+            )
+        )
+    sq, bce, ssim = (torch.cat(p) for p in zip(*parts))
+    pixels = pixels_of(images)
+
+    def psnr_of(mask: torch.Tensor | slice) -> float:
+        chosen = sq[mask]
+        return float(10.0 * torch.log10(1.0 / (chosen.sum() / (len(chosen) * pixels))))
+
+    return _by_label(sq, bce, ssim, labels, pixels, psnr_of)
+
+
+def _by_label(
+    sq: torch.Tensor,
+    bce: torch.Tensor,
+    ssim: torch.Tensor,
+    labels: torch.Tensor,
+    pixels: int,
+    psnr_of: Callable[[torch.Tensor | slice], float],
+) -> tuple[dict[str, float], dict[str, dict[str, float]], torch.Tensor]:
+    """The summaries of per-image figures of images of `pixels` values, overall and per label;
+    `psnr_of(mask)`: the PSNR."""
 
     def summarise(mask: torch.Tensor | slice) -> dict[str, float]:
         return {
             SQ_ERR: float(sq[mask].mean()),
             MSE: float(sq[mask].mean() / pixels),
             BCE: float(bce[mask].mean()),
-            PSNR: psnr(recon[mask], target[mask]),
+            PSNR: psnr_of(mask),
             SSIM: float(ssim[mask].mean()),
         }
 

@@ -8,6 +8,9 @@ Normal images are the test images of the trained classes (all of them without
 `data.classes`). Thresholds come from the validation split through
 `anomaly.fit_detector`, the same function that fits the served model's detector,
 so the shares flagged here are those the served model flags.
+
+Every set is scored batch by batch from the uint8 splits (memory maps for data=folder):
+the corrupted copies are made one batch at a time, and only per-image scores are kept.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ import torch
 
 from aeflow.data.classes import class_mask
 from aeflow.evaluation import anomaly as A
-from aeflow.evaluation.anomaly import as_float
-from aeflow.evaluation.corruptions import shifted_copies
+from aeflow.evaluation.corruptions import shifted_sources
 from aeflow.evaluation.pca import PCA
+from aeflow.evaluation.streaming import Rows
 
 log = logging.getLogger(__name__)
 
@@ -75,23 +78,24 @@ def anomaly_sets(
     from aeflow.evaluation.corruptions import CORRUPTIONS
 
     test_images, test_labels = splits["test"]
+    if test_images.dim() == 3:
+        test_images = test_images.unsqueeze(1)  # (N, 1, H, W) uint8: a view, a memory map stays one
     if classes is None:
         normal_index = torch.arange(len(test_labels))
+        normal = test_images
     else:
         normal_index = class_mask(test_labels, classes).nonzero().flatten()
-    normal = test_images[normal_index]
-    if normal.dim() == 3:
-        normal = normal.unsqueeze(1)  # (N, C, H, W) uint8
+        normal = Rows(test_images, normal_index)
     names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
-    outsides: dict[str, dict[str, torch.Tensor]] = {}
+    outsides: dict[str, dict] = {}
     if names:
-        outsides[A.SHIFT] = shifted_copies(normal, names, seed)
+        outsides[A.SHIFT] = shifted_sources(normal, names, seed)
     if ood_sets:
         outsides[A.OOD] = dict(ood_sets)
     if classes is not None:
         rest = torch.ones(len(test_labels), dtype=torch.bool)
         rest[normal_index] = False
-        outsides[A.OTHER_CLASSES] = {"rest": test_images[rest]}
+        outsides[A.OTHER_CLASSES] = {"rest": Rows(test_images, rest)}
     return normal, normal_index, outsides
 
 
@@ -104,10 +108,10 @@ def pca_scores_of_sets(
     """PCA's anomaly score (N,) float64 of every image the protocols score: the validation images
     (`VAL`, for the threshold), the normal test images (`A.NORMAL`) and each outside set
     ('<protocol>/<set>'). It depends on the data alone, so the baselines stage computes it once."""
-    scores = {VAL: A.pca_scores(pca, as_float(val_images)), A.NORMAL: A.pca_scores(pca, as_float(normal))}
+    scores = {VAL: A.pca_scores(pca, val_images), A.NORMAL: A.pca_scores(pca, normal)}
     for protocol, sets in outsides.items():
         for name, images in sets.items():
-            scores[f"{protocol}/{name}"] = A.pca_scores(pca, as_float(images))
+            scores[f"{protocol}/{name}"] = A.pca_scores(pca, images)
     return scores
 
 
@@ -135,12 +139,12 @@ def anomaly_evaluation(
     check_settings(score, corruptions)
     model.eval()
     detector = A.fit_detector(
-        model.encode, model.decode, as_float(splits["train"][0]), as_float(splits["val"][0]), quantile, score
+        model.encode, model.decode, splits["train"][0], splits["val"][0], quantile, score
     )
     gaussian = detector.gaussian
 
     def scores_of(images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return A.model_scores(model.encode, model.decode, gaussian, as_float(images))
+        return A.model_scores(model.encode, model.decode, gaussian, images)
 
     normal, normal_index, outsides = anomaly_sets(
         splits, corruptions=corruptions, ood_sets=ood_sets, classes=classes, seed=seed

@@ -19,6 +19,7 @@ from aeflow.data.folder import has_labels  # noqa: E402
 from aeflow.evaluation.metrics import LABELS, SQ_ERR  # noqa: E402
 from aeflow.evaluation.pca import PCA  # noqa: E402
 from aeflow.evaluation.scoring import MODEL, NAMES  # noqa: E402
+from aeflow.evaluation.streaming import take  # noqa: E402
 from aeflow.io import atomic_path  # noqa: E402
 from aeflow.reporting.elements import Figure  # noqa: E402
 
@@ -109,10 +110,11 @@ def image_grid(
 def worst_reconstructed(images: torch.Tensor, model: torch.nn.Module, worst: list[dict], path: Path) -> Path:
     """The worst-reconstructed test images (originals above reconstructions), error in the titles.
 
-    `worst`: evaluate's list of {index, digit (absent without labels), sq_err_per_image};
-    `images` (N, C, H, W).
+    `worst`: evaluate's list of {index, digit (absent without labels), sq_err_per_image}, and
+    `row`: the image's row in `images` (N, C, H, W) when that is not `index` (only the worst
+    images passed).
     """
-    idx = torch.tensor([w["index"] for w in worst], dtype=torch.long)
+    idx = torch.tensor([w.get("row", w["index"]) for w in worst], dtype=torch.long)
     picked = images[idx]
     titles = [
         f"#{w['index']}" + (f" ({w['digit']})" if "digit" in w else "") + f"\n{w['sq_err_per_image']:.1f}"
@@ -151,15 +153,18 @@ def interpolation(
     pairs: list[tuple[int, int]],
     steps: int,
     path: Path,
+    names: list[tuple[int, int]] | None = None,
 ) -> Path:
-    """Decoded images along the straight line between the codes of two test images, one row per pair."""
+    """Decoded images along the straight line between the codes of two test images, one row per
+    pair of rows of `images` (and `labels`); `names`: the pairs' test indices, when the rows
+    are not those (only the paired images passed)."""
     alphas = torch.linspace(0, 1, steps)
     rows = {}
-    for i, j in pairs:
+    for (i, j), (ti, tj) in zip(pairs, names or pairs):
         z = model.encode(images[[i, j]])
         line = torch.stack([(1 - a) * z[0] + a * z[1] for a in alphas])
         # Unlabelled images (labels -1) are named by their test index instead of their class.
-        name = f"#{i} → #{j}" if labels[i] < 0 else f"{int(labels[i])} → {int(labels[j])}"
+        name = f"#{ti} → #{tj}" if labels[i] < 0 else f"{int(labels[i])} → {int(labels[j])}"
         rows[name] = model.decode(line)
     titles = [f"{a:.2f}" for a in alphas.tolist()]
     return save_figure(image_grid(rows, titles), path)
@@ -259,16 +264,22 @@ def draw_all(
 ) -> list[Figure]:
     """Every figure of the report, in report order, drawn into folder `out`.
 
-    `images`: the test set (N, C, H, W) in [0, 1] with its `labels` (-1: unlabelled images,
-    which get no per-label figures); `pca`: the evaluate stage's fit (at least 2 components);
-    `details`: evaluate's details (worst images, per-label tables); `loss_rows`: the loss
-    curve's rows; `noun`: what a label is called in the captions ("digit", "class").
+    `images`: the test set, uint8 (N, H, W) or (N, C, H, W) as stored (a memory map: only the
+    drawn images are read and made float; every figure draws a fixed number of images, at most
+    `knobs.map_points` for the code maps), or float (N, C, H, W) in [0, 1]; `labels`: its labels
+    (-1: unlabelled images, which get no per-label figures); `pca`: the evaluate stage's fit
+    (at least 2 components); `details`: evaluate's details (worst images, per-label tables);
+    `loss_rows`: the loss curve's rows; `noun`: what a label is called in the captions ("digit", "class").
     """
     labelled = has_labels(labels)
     pick = one_per_class(labels, per_class=2) if labelled else torch.arange(min(len(labels), 10))
     n_map = knobs.map_points
     pairs = interpolation_pairs(labels, knobs.interpolation_pairs)
     shown = min(n_map, len(images))
+    # Only the images a figure draws, made float: the worst, the map's first `n_map`, the pairs.
+    worst = [w["index"] for w in details["worst"]]
+    ends = sorted({i for pair in pairs for i in pair})
+    drawn = {i: k for k, i in enumerate(ends)}
     by_label = (
         f"coloured by {noun}"
         if labelled
@@ -276,22 +287,37 @@ def draw_all(
     )
     figures = [
         Figure(
-            reconstructions(images[pick], model, pca.first(latent_dim), out / RECONSTRUCTIONS),
+            reconstructions(take(images, pick), model, pca.first(latent_dim), out / RECONSTRUCTIONS),
             "Test images (top), their autoencoder reconstructions and PCA reconstructions with the "
             f"same code size{f', two per {noun}' if labelled else ''}.",
         ),
         Figure(
-            worst_reconstructed(images, model, details["worst"], out / WORST),
+            worst_reconstructed(
+                take(images, worst),
+                model,
+                [{**w, "row": k} for k, w in enumerate(details["worst"])],
+                out / WORST,
+            ),
             "The worst-reconstructed test images: original above reconstruction; title: test index, "
             f"{f'{noun} ' if labelled else ''}and squared error.",
         ),
         Figure(
-            code_maps(images[:n_map], labels[:n_map], model, pca.first(2), out / CODES_2D, noun),
+            code_maps(
+                take(images, torch.arange(shown)), labels[:n_map], model, pca.first(2), out / CODES_2D, noun
+            ),
             f"Codes of {shown} test images {by_label}: the autoencoder "
             "(projection in the panel title) beside PCA of the pixels.",
         ),
         Figure(
-            interpolation(images, labels, model, pairs, knobs.interpolation_steps, out / INTERPOLATION),
+            interpolation(
+                take(images, ends),
+                labels[ends],
+                model,
+                [(drawn[i], drawn[j]) for i, j in pairs],
+                knobs.interpolation_steps,
+                out / INTERPOLATION,
+                names=[(i, j) for i, j in pairs],
+            ),
             "A walk through code space: decoded images along the straight line between the codes of "
             f"two test images {f'of different {noun}s' if labelled else '(by test index)'} "
             "(fraction of the way on top).",

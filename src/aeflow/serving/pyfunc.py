@@ -143,9 +143,12 @@ def log_model(
 def fit_detector(cfg: Any, model: torch.nn.Module, splits: Any) -> Any:
     """The served model's anomaly detector: the code Gaussian of the training split and each
     score's `evaluate.threshold_quantile` of the validation split (the evaluate stage fits the
-    same, so the shares it reports flagged are the served model's)."""
+    same, so the shares it reports flagged are the served model's).
+
+    `splits`: {'train', 'val': (uint8 images, labels)}, memory-mapped or not: the images are
+    made float one batch at a time (aeflow.evaluation.streaming)."""
     from aeflow.config.schema import EvaluateConfig
-    from aeflow.evaluation.anomaly import as_float, fit_detector
+    from aeflow.evaluation.anomaly import fit_detector
 
     knobs = cfg.get("evaluate") or {}
     defaults = EvaluateConfig()
@@ -153,8 +156,8 @@ def fit_detector(cfg: Any, model: torch.nn.Module, splits: Any) -> Any:
     return fit_detector(
         model.encode,
         model.decode,
-        as_float(splits["train"][0]),
-        as_float(splits["val"][0]),
+        splits["train"][0],
+        splits["val"][0],
         knobs.get("threshold_quantile", defaults.threshold_quantile),
         knobs.get("score", defaults.score),
     )
