@@ -65,3 +65,26 @@ def test_bad_config_names_key_value_and_allowed(override, message):
         return
     with pytest.raises(ConfigError, match=message):
         validate(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        # A value of the wrong type: the schema's answer.
+        ("model.latent_dim=abc", ["model.latent_dim='abc'", "wrong type", "int"]),
+        # A group option that does not exist: the options there are, the nearest first.
+        ("optimizer=adamm", ["optimizer=adamm", "conf/optimizer/", "did you mean adam?", "adam, adamw"]),
+        # A misspelt key: the nearest valid key and the keys beside it.
+        ("trainer.max_epoch=3", ["trainer.max_epoch=3", "did you mean max_epochs?", "allowed:"]),
+    ],
+)
+def test_config_command_answers_bad_overrides_in_one_line(override, words, monkeypatch):
+    from aeflow.config.params import main
+
+    monkeypatch.chdir(REPO)  # conf/ is read relative to the working directory, as `make run` does
+    with pytest.raises(SystemExit) as exit_:
+        main([override])
+    message = str(exit_.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    for word in words:
+        assert word in message, (word, message)
