@@ -185,6 +185,18 @@ def require_system_path(path: Path, package: str) -> Path:
     pytest.skip(message)
 
 
+def run_pytest(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """pytest on the small suite in `folder` (its own rootdir), importing this project's tests."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args, "--rootdir", str(folder), folder],
+        cwd=folder,
+        env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{folder}"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def require_module(name: str, package: str | None = None):
     """The imported module `name` (from the Python package `package`, default `name`). Missing: the
     test skips naming the install command; under CI=true it fails instead, so CI proves it."""

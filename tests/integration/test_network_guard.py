@@ -4,7 +4,6 @@ code under test caught the refusal and carried on."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import refused_attempts
-from tests.helpers import REPO, user_env
+from tests.helpers import run_pytest, user_env
 
 # TEST-NET-1 (RFC 5737): documentation addresses, never routed.
 OUTSIDE = ("192.0.2.1", 9)
@@ -62,25 +61,7 @@ def test_reaches_out_and_carries_on():
 def test_a_test_that_reaches_out_fails_naming_itself_and_the_address(tmp_path: Path):
     (tmp_path / "conftest.py").write_text("from tests.conftest import *  # noqa: F403\n")
     (tmp_path / "test_outside.py").write_text(SWALLOWED)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-n",
-            "0",
-            "--rootdir",
-            str(tmp_path),
-            str(tmp_path),
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_pytest(tmp_path, "-n", "0")
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (
         "network guard: test_outside.py::test_reaches_out_and_carries_on tried to reach beyond "
