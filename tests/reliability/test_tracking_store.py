@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import socket
 import subprocess
 import sys
@@ -90,12 +89,15 @@ def test_unreachable_server_fails_naming_the_uri_before_reading_data_or_creating
 def test_preflight_sends_one_request_waits_its_timeout_and_hides_credentials(silent_server):
     uri = silent_server.uri.replace("http://", "http://alice:hunter2@")
     raised: list[BaseException] = []
+    waited: list[float] = []
 
     def check() -> None:
+        start = time.monotonic()
         try:
             tracking.preflight(uri)
         except BaseException as exc:  # noqa: BLE001 (examined below)
             raised.append(exc)
+        waited.append(time.monotonic() - start)
 
     worker = threading.Thread(target=check, daemon=True)
     worker.start()
@@ -107,8 +109,11 @@ def test_preflight_sends_one_request_waits_its_timeout_and_hides_credentials(sil
     [err] = raised
     assert isinstance(err, tracking.TrackingError), err
     assert _request_lines(silent_server) == ["GET /health HTTP/1.1"]  # reached the server, once
-    gave_up = float(re.search(r"gave up after ([0-9.]+) s", str(err)).group(1))
-    assert gave_up >= tracking.PREFLIGHT_TIMEOUT_S - 0.1, str(err)  # waited for its timeout
+    # Waited for its timeout, measured here (the server never answers), and no longer than a retry.
+    assert tracking.PREFLIGHT_TIMEOUT_S - 0.1 <= waited[0] < 2 * tracking.PREFLIGHT_TIMEOUT_S, (
+        waited,
+        str(err),
+    )
     assert "hunter2" not in str(err) and f"http://***@127.0.0.1:{uri.rsplit(':', 1)[1]} (" in str(err)
 
 
