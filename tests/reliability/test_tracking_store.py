@@ -119,6 +119,9 @@ def test_preflight_sends_one_request_waits_its_timeout_and_hides_credentials(sil
 
 @pytest.mark.slow
 def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp_path, frozen_src):
+    """With MLflow's client set to give up at once (no retries, a 5 s timeout). MLflow's default
+    client retries a lost server for minutes before the run fails the same way; that wait is
+    MLflow's, and this test does not cover it."""
     data = tmp_path / "data"
     files = make_synthetic_idx(data, n_train=4000, n_test=40)
     project = tmp_path / "project"
@@ -126,7 +129,7 @@ def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp
     write_params(project, [*TINY, f"trainer.max_epochs={epochs}", "data.val_size=100"], data, files)
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    # Fail fast once the server is gone (MLflow's default retries for minutes).
+    # Fail fast once the server is gone, instead of MLflow's default minutes of retries.
     env = stage_env(
         MLFLOW_TRACKING_URI=uri,
         MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
