@@ -178,10 +178,15 @@ def test_processes_logging_the_same_datasets_at_once_all_record_them(tmp_path):
         for _ in range(N_RUNS)
     ]
     outputs = []
-    for proc in procs:
-        out, _ = proc.communicate(timeout=900)
-        assert proc.returncode == 0, out[-3000:]
-        outputs.append(out)
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=900)
+            assert proc.returncode == 0, out[-3000:]
+            outputs.append(out)
+    finally:  # one failed: the others would wait at the barrier for it
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
     # The race happened and the retry resolved it: in every round all but one process retried.
     retries = sum(out.count("MLflow store write did not go through") for out in outputs)
     assert retries >= rounds * (N_RUNS - 1), outputs
