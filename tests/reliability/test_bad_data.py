@@ -31,9 +31,10 @@ def _flip_byte(path: Path, at: int = 1000) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.fixture(scope="module")
-def project(downloaded_project, tmp_path_factory) -> Path:
-    return copy_project(downloaded_project, tmp_path_factory.mktemp("bad-data") / "project")
+@pytest.fixture
+def project(downloaded_project, tmp_path) -> Path:
+    """A copy of its own for each test: the tests damage the data and change params.yaml."""
+    return copy_project(downloaded_project, tmp_path / "project")
 
 
 def test_flipped_byte_is_refetched_before_training(project, mnist_mirror):

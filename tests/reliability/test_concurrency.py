@@ -32,21 +32,42 @@ N_RUNS = 4
 
 SCHEMA_CREATED = "Creating initial MLflow database tables"  # MLflow logs it when it creates the schema
 
-# One process of the dataset test: it logs the same three datasets as the other
-# processes, to runs of its own, at the same instants (a new digest each round).
+# One process of the dataset test: it logs the same three datasets as the other processes, to
+# runs of its own (a new digest each round). A barrier after MLflow's lookup of the experiment's
+# datasets (SQLAlchemy's public event API) makes every process of a round find no row before any
+# inserts one: all but one then hit the unique row, every round, whatever the machine's timing.
 SAME_DATASETS = """
-import sys, time
+import logging, os, sys, time
+from pathlib import Path
 import mlflow
 from mlflow.entities import Dataset, DatasetInput
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from aeflow.tracking import runs
 
-uri, start, rounds = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+uri, barrier, processes, rounds = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+round_, met = 0, set()
+
+
+@event.listens_for(Engine, "after_cursor_execute")
+def meet_after_lookup(conn, cursor, statement, *args):
+    lookup = statement.lstrip().upper().startswith("SELECT") and "FROM datasets" in statement
+    if round_ in met or not lookup:
+        return
+    met.add(round_)  # a retry's lookup goes on: the others may be done with this round
+    (barrier / f"{round_}.{os.getpid()}").touch()
+    deadline = time.monotonic() + 600  # the slowest process may still be importing MLflow
+    while len(list(barrier.glob(f"{round_}.*"))) < processes:
+        assert time.monotonic() < deadline, "the other processes never looked their datasets up"
+        time.sleep(0.05)
+
+
 client = mlflow.MlflowClient(runs.store_uri(uri))
 experiment = client.get_experiment_by_name("datasets").experiment_id
-for i in range(rounds):
+for round_ in range(rounds):
     run_id = client.create_run(experiment).info.run_id
-    time.sleep(max(0.0, start + i * 0.5 - time.time()))  # sleeping, not spinning: the others need the cores
-    splits = [Dataset(f"mnist-{s}", f"d{i}", "local", "{}") for s in ("train", "val", "test")]
+    splits = [Dataset(f"mnist-{s}", f"d{round_}", "local", "{}") for s in ("train", "val", "test")]
     runs.log_inputs(client, run_id, [DatasetInput(d) for d in splits])
 """
 
@@ -143,10 +164,12 @@ def test_processes_logging_the_same_datasets_at_once_all_record_them(tmp_path):
     # dataset row races between processes (it failed runs of a two-worker search).
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.MlflowClient(uri).create_experiment("datasets")
-    rounds, start = 8, time.time() + 15  # every process is up (imports done) before the first round
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    rounds = 3
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", SAME_DATASETS, uri, str(start), str(rounds)],
+            [sys.executable, "-c", SAME_DATASETS, uri, str(barrier), str(N_RUNS), str(rounds)],
             env=stage_env(),
             text=True,
             stdout=subprocess.PIPE,
@@ -154,9 +177,19 @@ def test_processes_logging_the_same_datasets_at_once_all_record_them(tmp_path):
         )
         for _ in range(N_RUNS)
     ]
-    for proc in procs:
-        out, _ = proc.communicate(timeout=600)
-        assert proc.returncode == 0, out[-3000:]
+    outputs = []
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=900)
+            assert proc.returncode == 0, out[-3000:]
+            outputs.append(out)
+    finally:  # one failed: the others would wait at the barrier for it
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    # The race happened and the retry resolved it: in every round all but one process retried.
+    retries = sum(out.count("MLflow store write did not go through") for out in outputs)
+    assert retries >= rounds * (N_RUNS - 1), outputs
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("datasets").experiment_id])
     assert len(runs) == N_RUNS * rounds

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import socket
 import subprocess
 import sys
@@ -90,12 +89,15 @@ def test_unreachable_server_fails_naming_the_uri_before_reading_data_or_creating
 def test_preflight_sends_one_request_waits_its_timeout_and_hides_credentials(silent_server):
     uri = silent_server.uri.replace("http://", "http://alice:hunter2@")
     raised: list[BaseException] = []
+    waited: list[float] = []
 
     def check() -> None:
+        start = time.monotonic()
         try:
             tracking.preflight(uri)
         except BaseException as exc:  # noqa: BLE001 (examined below)
             raised.append(exc)
+        waited.append(time.monotonic() - start)
 
     worker = threading.Thread(target=check, daemon=True)
     worker.start()
@@ -107,13 +109,19 @@ def test_preflight_sends_one_request_waits_its_timeout_and_hides_credentials(sil
     [err] = raised
     assert isinstance(err, tracking.TrackingError), err
     assert _request_lines(silent_server) == ["GET /health HTTP/1.1"]  # reached the server, once
-    gave_up = float(re.search(r"gave up after ([0-9.]+) s", str(err)).group(1))
-    assert gave_up >= tracking.PREFLIGHT_TIMEOUT_S - 0.1, str(err)  # waited for its timeout
+    # Waited for its timeout, measured here (the server never answers), and no longer than a retry.
+    assert tracking.PREFLIGHT_TIMEOUT_S - 0.1 <= waited[0] < 2 * tracking.PREFLIGHT_TIMEOUT_S, (
+        waited,
+        str(err),
+    )
     assert "hunter2" not in str(err) and f"http://***@127.0.0.1:{uri.rsplit(':', 1)[1]} (" in str(err)
 
 
 @pytest.mark.slow
 def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp_path, frozen_src):
+    """With MLflow's client set to give up at once (no retries, a 5 s timeout). MLflow's default
+    client retries a lost server for minutes before the run fails the same way; that wait is
+    MLflow's, and this test does not cover it."""
     data = tmp_path / "data"
     files = make_synthetic_idx(data, n_train=4000, n_test=40)
     project = tmp_path / "project"
@@ -121,7 +129,7 @@ def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp
     write_params(project, [*TINY, f"trainer.max_epochs={epochs}", "data.val_size=100"], data, files)
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    # Fail fast once the server is gone (MLflow's default retries for minutes).
+    # Fail fast once the server is gone, instead of MLflow's default minutes of retries.
     env = stage_env(
         MLFLOW_TRACKING_URI=uri,
         MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",

@@ -85,3 +85,26 @@ def test_each_check_runs_alone_and_a_misspelt_one_is_refused():
         validate(cfg, sections=("optimizer",))
     with pytest.raises(ValueError, match=r"no such config check\(s\) \['model.network'\]; allowed: seed"):
         validate(cfg, sections=("model.network",))
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        # A value of the wrong type: the schema's answer.
+        ("model.latent_dim=abc", ["model.latent_dim='abc'", "wrong type", "int"]),
+        # A group option that does not exist: the options there are, the nearest first.
+        ("optimizer=adamm", ["optimizer=adamm", "conf/optimizer/", "did you mean adam?", "adam, adamw"]),
+        # A misspelt key: the nearest valid key and the keys beside it.
+        ("trainer.max_epoch=3", ["trainer.max_epoch=3", "did you mean max_epochs?", "allowed:"]),
+    ],
+)
+def test_config_command_answers_bad_overrides_in_one_line(override, words, monkeypatch):
+    from aeflow.config.params import main
+
+    monkeypatch.chdir(REPO)  # conf/ is read relative to the working directory, as `make run` does
+    with pytest.raises(SystemExit) as exit_:
+        main([override])
+    message = str(exit_.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    for word in words:
+        assert word in message, (word, message)

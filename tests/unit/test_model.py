@@ -12,6 +12,10 @@ from aeflow.errors import TrainingError
 from aeflow.models.autoencoder import reconstruction_loss
 from aeflow.training.train import train
 
+# train() records its MLflow run, which starts processes (git for the commit, `uname -p` for the
+# machine): these tests are integration tests, whatever else in this file is a unit test.
+THROUGH_MLFLOW = pytest.mark.integration
+
 
 def test_forward_shapes_and_range():
     model = instantiate_model(compose(["model.latent_dim=5"]))
@@ -46,6 +50,7 @@ def test_few_training_steps_reduce_loss():
     assert losses[-1] < losses[0]
 
 
+@THROUGH_MLFLOW
 def test_train_writes_checkpoints_metrics_and_one_mlflow_run_and_package_logs_the_model(tiny_cfg):
     from aeflow.serving import package
 
@@ -72,6 +77,7 @@ def test_train_writes_checkpoints_metrics_and_one_mlflow_run_and_package_logs_th
     assert codes.shape == (2, 128)
 
 
+@THROUGH_MLFLOW
 def test_nan_loss_stops_training_and_fails_the_run(tiny_cfg):
     # Linear layers and a huge SGD step: the weights blow up to inf/NaN within a few steps.
     for net in ("encoder", "decoder"):
@@ -86,6 +92,7 @@ def test_nan_loss_stops_training_and_fails_the_run(tiny_cfg):
     assert client.get_run(run_id).info.status == "FAILED"
 
 
+@THROUGH_MLFLOW
 def test_training_cut_short_by_max_time_fails_keeps_checkpoints_and_marks_the_run(tiny_cfg):
     # A schedule (one-cycle) cut by max_time gives a model that depends on the machine's speed:
     # it must not pass for the config's result, so the stage fails and publishes nothing.
@@ -106,6 +113,7 @@ def test_training_cut_short_by_max_time_fails_keeps_checkpoints_and_marks_the_ru
     assert run.info.status == "FAILED" and run.data.tags["aeflow.stopped_by"] == "max_time"
 
 
+@THROUGH_MLFLOW
 def test_training_that_reaches_max_epochs_is_not_reported_cut_short(tiny_cfg, caplog):
     tiny_cfg.trainer.max_time = "00:01:00:00"
     with caplog.at_level("WARNING", logger="aeflow.training.train"):

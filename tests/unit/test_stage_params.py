@@ -1,26 +1,30 @@
 """Each stage's `params:` in dvc.yaml cover every config key its code reads.
 
-The stage runs for real (after a tiny training) on a config whose every leaf is
-an interpolation that records its key when read; a key read but not declared
-means a change to it would not rerun the stage.
+Every stage runs for real, in pipeline order, on a config whose every leaf is an
+interpolation that records its key when read; a key read but not declared means a
+change to it would not rerun the stage.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from aeflow.training.train import train
-from tests.conftest import REPO
+from aeflow.config.params import compose
+from tests.conftest import REPO, make_synthetic_idx
+from tests.helpers import TINY
+from tests.image_folders import write_classes
 
 RESOLVER = "aeflow_test_record"
 # Read but deliberately not params (dvc.yaml says why): the mirrors and the wheel are only *where*
 # the download stage looks; *what* it must get is `data.files` and, for `evaluate.ood`, each
 # set's catalogue entry (names and MD5s).
-NOT_PARAMS = {"download": ["data.source", "evaluate.ood_mirrors"]}
+# data.path (data=folder) is the images folder: a dependency (paths.data_source), not a setting.
+NOT_PARAMS = {"download": ["data.source", "evaluate.ood_mirrors", "data.path"]}
 READ: set[str] = set()
 
 
@@ -50,6 +54,18 @@ def recording(cfg: DictConfig) -> DictConfig:
     return OmegaConf.create(walk(plain, ""))
 
 
+def through_interpolation(declared: list[str], data: str) -> list[str]:
+    """Keys that a declared `data.*` param repeats by interpolation in conf/data/`data`.yaml
+    (folder.yaml's `files` holds `${data.image_size}`, ...): a change to one changes the param."""
+    raw = yaml.safe_load((REPO / "conf" / "data" / f"{data}.yaml").read_text())
+    found = []
+    for param in declared:
+        group, _, key = param.partition(".")
+        if group == "data" and isinstance(raw.get(key), dict):
+            found += [v[2:-1] for v in raw[key].values() if isinstance(v, str) and v.startswith("${")]
+    return found
+
+
 def undeclared(read: set[str], declared: list[str]) -> list[str]:
     # `paths` are where files go (the deps and outs), not settings of the result.
     return sorted(
@@ -67,29 +83,79 @@ def test_recording_config_sees_reads_inside_lists_and_nested_nodes():
     assert undeclared(READ, ["a.c"]) == ["a.b"]
 
 
-# What each stage needs done before it (its upstream in dvc.yaml), after the synthetic data.
-UPSTREAM = {
-    "download": [],
-    "baselines": [],
-    "evaluate": ["baselines"],
-    "package": ["baselines", "evaluate"],
-    "visualize": ["baselines", "evaluate"],
+# Each stage in the order the pipeline runs them: every stage before it has run on the same config.
+STAGES = ["download", "baselines", "train", "evaluate", "package", "visualize"]
+# train logs the whole config (MLflow params, the resume key), so it reads every key by design:
+# it runs for the stages after it, and its own reads are not checked here.
+CHECKED = {"download", "baselines", "evaluate", "package", "visualize"}
+OOD = "synthetic_ood"
+
+
+def _with_ood(cfg: DictConfig, tmp_path: Path, monkeypatch) -> None:
+    """evaluate.ood naming a catalogue entry for tiny synthetic files, in a conf/data/ of the
+    test's own (the stages read the catalogue relative to the working directory)."""
+    source = tmp_path / "ood-source"
+    files = make_synthetic_idx(source, n_train=10, n_test=30, seed=1, gz=True)
+    (tmp_path / "conf" / "data").mkdir(parents=True)
+    entry = {
+        "name": OOD,
+        "files": files,
+        "source": {"mirrors": [source.as_uri() + "/"], "pypi_fallback": None},
+    }
+    (tmp_path / "conf" / "data" / f"{OOD}.yaml").write_text(yaml.safe_dump(entry))
+    monkeypatch.chdir(tmp_path)
+    cfg.evaluate.ood = [OOD]
+
+
+def _folder_data(cfg: DictConfig, tmp_path: Path) -> DictConfig:
+    """The same tiny config on data=folder: real PNG folders of two classes."""
+    write_classes(tmp_path / "images", {"a": 40, "b": 40})
+    folder = compose([*TINY, "data=folder", f"data.path={tmp_path / 'images'}", "data.val_size=0.2"])
+    folder.paths, folder.mlflow = cfg.paths, cfg.mlflow
+    folder.paths.data = str(tmp_path / "out" / "packed")
+    folder.data.batch_size = 16
+    return folder
+
+
+VARIANTS = {
+    "mnist": lambda cfg, tmp_path, monkeypatch: cfg,
+    "classes": lambda cfg, tmp_path, monkeypatch: OmegaConf.merge(cfg, {"data": {"classes": [0, 1]}}),
+    "ood": lambda cfg, tmp_path, monkeypatch: _with_ood(cfg, tmp_path, monkeypatch) or cfg,
+    "folder": lambda cfg, tmp_path, monkeypatch: _folder_data(cfg, tmp_path),
 }
 
 
-@pytest.mark.parametrize("stage", list(UPSTREAM))
-def test_stage_reads_only_declared_params(stage, tiny_cfg, monkeypatch):
+# Trains through MLflow, whose run records start processes (git, uname): not a unit test.
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "variant",
+    [
+        *[v for v in VARIANTS if v != "folder"],
+        pytest.param(
+            "folder",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="the evaluate stage reads data.in_memory and data.path on data=folder, "
+                "which dvc.yaml's evaluate params do not list",
+            ),
+        ),
+    ],
+)
+def test_stages_read_only_declared_params(variant, tiny_cfg, tmp_path, monkeypatch):
+    """Every stage, on the default data and on each branch a config can take (a subset of the
+    classes, outside sets, your own image folders): each key read is one its stage declares."""
     import importlib
 
-    if stage not in ("download", "baselines"):  # the synthetic data is in place; these need a model
-        train(tiny_cfg)
-    monkeypatch.setattr("aeflow.config.params.load_params", lambda *a, **k: tiny_cfg)
-    for before in UPSTREAM[stage]:
-        importlib.import_module(f"aeflow.stages.{before}").main()
-    READ.clear()
-    cfg = recording(tiny_cfg)
-    monkeypatch.setattr("aeflow.config.params.load_params", lambda *a, **k: cfg)
-    importlib.import_module(f"aeflow.stages.{stage}").main()
-    assert READ, "the recording config saw no reads: the stage did not use it"
-    missing = undeclared(READ, declared_params(stage) + NOT_PARAMS.get(stage, []))
-    assert not missing, f"dvc.yaml stage {stage!r} reads {missing} but does not list them in params"
+    cfg = VARIANTS[variant](tiny_cfg, tmp_path, monkeypatch)
+    for stage in STAGES:
+        READ.clear()
+        recorded = recording(cfg)
+        monkeypatch.setattr("aeflow.config.params.load_params", lambda *a, _cfg=recorded, **k: _cfg)
+        importlib.import_module(f"aeflow.stages.{stage}").main()
+        if stage not in CHECKED:
+            continue
+        assert READ, f"{stage}: the recording config saw no reads: the stage did not use it"
+        declared = declared_params(stage)
+        aliases = through_interpolation(declared, cfg.data.name)
+        missing = undeclared(READ, declared + aliases + NOT_PARAMS.get(stage, []))
+        assert not missing, f"dvc.yaml stage {stage!r} reads {missing} ({variant}) but does not declare them"

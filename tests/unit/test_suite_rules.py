@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tests.conftest import starts_processes
-from tests.helpers import require_system_path, sh
+from tests.helpers import require_module, require_system_path, sh
 
 
 def _in_process():
@@ -56,6 +56,16 @@ def test_missing_system_package_fails_under_ci(tmp_path, monkeypatch):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="dataset-fashion-mnist"):
         require_system_path(tmp_path / "fashion-mnist", "dataset-fashion-mnist")
+
+
+def test_missing_python_module_skips_locally_and_fails_under_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"install no-such-runtime \(make env"):
+        require_module("no_such_runtime", "no-such-runtime")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no_such_runtime cannot be imported.*CI must have it"):
+        require_module("no_such_runtime", "no-such-runtime")
+    assert require_module("json").dumps([]) == "[]"
 
 
 def test_present_system_path_is_returned(tmp_path, monkeypatch):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import os
+import re
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
@@ -13,6 +16,7 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 
 from aeflow.config.schema import SECTIONS, validate
+from aeflow.errors import AeflowError, ConfigError
 from aeflow.io import write_text
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,50 @@ def compose(overrides: Iterable[str] = (), conf_dir: str | Path = CONF_DIR) -> D
         cfg = hydra_compose(config_name="config", overrides=list(overrides))
     OmegaConf.resolve(cfg)
     return cfg
+
+
+def _nearest(name: str, allowed: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(allowed), n=1)
+    return f"did you mean {close[0]}? " if close else ""
+
+
+def _keys_at(path: str, conf_dir: str | Path) -> list[str] | None:
+    """The keys of the node at dotted `path` in the default composition (None: no such node)."""
+    node: Any = to_container(compose([], conf_dir))
+    for part in path.split(".") if path else []:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return sorted(node) if isinstance(node, dict) else None
+
+
+def composition_error(
+    exc: Exception, overrides: Iterable[str], conf_dir: str | Path = CONF_DIR
+) -> ConfigError:
+    """Hydra's composition error for `overrides` as one line naming the override and what is
+    allowed: a group's options, or the keys beside a misspelt one with the nearest of them."""
+    overrides = list(overrides)
+    text = str(exc)
+    if missing := re.search(r"Could not find '([^']+)/([^']+)'", text):
+        group, option = missing.groups()
+        options = sorted(p.stem for p in (Path(conf_dir) / group).glob("*.yaml"))
+        return ConfigError(
+            f"{group}={option}: no such option in {conf_dir}/{group}/; {_nearest(option, options)}"
+            f"allowed: {', '.join(options)}"
+        )
+    if override := re.search(r"Could not override '([^']+)'", text):
+        key = override.group(1)
+        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "")
+        parent, _, name = key.rpartition(".")
+        keys = _keys_at(parent, conf_dir)
+        if keys is not None:
+            return ConfigError(
+                f"{key}={value}: unknown key {name!r} in {parent or 'the config'}; {_nearest(name, keys)}"
+                f"allowed: {', '.join(keys)}"
+            )
+    # Any other composition error (a malformed override, an append onto an existing key): Hydra's
+    # own words, joined into one line.
+    return ConfigError(" ".join(line.strip() for line in text.splitlines() if line.strip()))
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
@@ -103,6 +151,17 @@ def composition_drift(path: str | Path = PARAMS_FILE, conf_dir: str | Path = CON
     )
 
 
+def _composed(overrides: list[str]) -> DictConfig:
+    from hydra.errors import HydraException
+
+    try:
+        cfg = compose(overrides)
+    except HydraException as exc:
+        raise composition_error(exc, overrides) from None
+    validate(cfg)
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m aeflow.config`: write or check params.yaml against conf/."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -111,8 +170,10 @@ def main(argv: list[str] | None = None) -> None:
         "--check", action="store_true", help="fail if params.yaml differs from the composition of conf/"
     )
     args = parser.parse_args(argv)
-    cfg = compose(args.overrides)
-    validate(cfg)
+    try:
+        cfg = _composed(args.overrides)
+    except AeflowError as exc:
+        sys.exit(f"error: {exc}")  # one line, as every stage answers: no traceback of the composer
     if args.check:
         if OmegaConf.load(PARAMS_FILE) != cfg:
             raise SystemExit(f"{PARAMS_FILE} is stale: run `python -m aeflow.config` to rewrite it")

@@ -290,8 +290,10 @@ CHECKS: dict[str, Callable[[DictConfig, set[str]], None]] = {
     "visualize": _knobs("visualize", VisualizeConfig),
     "data.source": _check_data_source,
     "data": _check_data,
-    "model.networks": _check_networks,
+    # The model's own keys first: a bad `model.latent_dim` is named as the user set it, not as the
+    # network key that interpolates it.
     "model": _check_model,
+    "model.networks": _check_networks,
     "optimizer": _check_optimizer,
     "trainer": _check_trainer,
     "scheduler": _check_scheduler,
