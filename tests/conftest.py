@@ -38,10 +38,11 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GUARD_DIR), os.envi
 netguard.install(netguard.append_to_log)
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
 # Imported here, outside any test: torch's import looks its CUDA libraries up with `ldconfig -p`,
 # a process that the unit-tier check below would otherwise pin on whichever test imports it first.
 import torch  # noqa: E402, F401
-import pytest  # noqa: E402
 from filelock import FileLock  # noqa: E402
 
 from aeflow.config.params import compose  # noqa: E402
