@@ -52,7 +52,8 @@ S3_CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 STATE_FILE = "stack.json"
-READY_TIMEOUT_S = 120
+# An MLflow server's workers import MLflow each: minutes on a busy machine.
+READY_TIMEOUT_S = 600
 
 
 class StackError(AeflowError):
@@ -197,7 +198,7 @@ def spawn(cmd: list[str], stack: Stack, service: str, env: dict[str, str] | None
     return proc
 
 
-def stop_group(pid: int, what: str, timeout: float = 30) -> None:
+def stop_group(pid: int, what: str, timeout: float = 10) -> None:
     """SIGTERM the process group `up` started, then SIGKILL it if it is still there after `timeout`."""
     try:
         os.killpg(pid, signal.SIGTERM)
