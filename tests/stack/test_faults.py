@@ -122,9 +122,7 @@ def test_object_store_gone_while_the_model_uploads(stack, tiny_mirror, tmp_path)
     assert (project / "models/best.ckpt").is_file() and (project / "metrics/train.json").is_file()
 
     # The store back (`aeflow team up` starts what is missing), the next run finishes the upload.
-    subprocess.run(
-        [str(BIN / "aeflow"), "team", "up", "--dir", str(stack.root)], check=True, capture_output=True
-    )
+    assert team_command(stack.root, "up").returncode == 0
     run_in(project, stack, "dvc", "repro", "train")
     run_id = json.loads((project / "metrics/train.json").read_text())["mlflow_run_id"]
     assert_complete_once(mlflow.MlflowClient(stack.tracking_uri), stack, run_id)
