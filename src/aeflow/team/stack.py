@@ -319,15 +319,7 @@ def start_postgres(stack: Stack) -> None:
     if not (stack.pg_data / "PG_VERSION").is_file():
         init_postgres(stack)
     stack.pg_port = free_port(stack.pg_port)
-    # TCP on 127.0.0.1 only; no Unix socket (its folder would need to be writable by postgres).
-    options = f"-p {stack.pg_port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
-    log_file = stack.log_file("postgres")
-    log_file.touch()
-    if os.geteuid() == 0:
-        user = pwd.getpwnam(PG_SYSTEM_USER)
-        os.chown(log_file, user.pw_uid, user.pw_gid)
-    pg_ctl(stack, "-l", str(log_file), "-o", options, "-w", "-t", str(READY_TIMEOUT_S), "start")
-    wait_for("PostgreSQL", lambda: pg_ready(stack), log_file)
+    pg_start(stack)
     # autocommit: CREATE DATABASE cannot run inside a transaction.
     with pg_connect(stack, autocommit=True) as conn:
         for database in DATABASES:
@@ -341,10 +333,27 @@ def pg_running(stack: Stack) -> bool:
     return pg_ctl(stack, "status", check=False).returncode == 0
 
 
+def pg_start(stack: Stack) -> None:
+    """`pg_ctl start` on `stack.pg_port`, its log in `<root>/postgres.log`; wait until it answers.
+
+    The log must be a file: a server started with pg_ctl's own output as its
+    stdout would hold our pipe open, and reading it would never end.
+    """
+    # TCP on 127.0.0.1 only; no Unix socket (its folder would need to be writable by postgres).
+    options = f"-p {stack.pg_port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+    log_file = stack.log_file("postgres")
+    log_file.touch()
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(PG_SYSTEM_USER)
+        os.chown(log_file, user.pw_uid, user.pw_gid)
+    pg_ctl(stack, "-l", str(log_file), "-o", options, "-w", "-t", str(READY_TIMEOUT_S), "start")
+    wait_for("PostgreSQL", lambda: pg_ready(stack), log_file)
+
+
 def restart_postgres(stack: Stack) -> None:
     """Restart PostgreSQL on the same port (what an upgrade or a crashed host does to clients)."""
-    pg_ctl(stack, "-m", "fast", "-w", "restart")
-    wait_for("PostgreSQL", lambda: pg_ready(stack), stack.log_file("postgres"))
+    pg_ctl(stack, "-m", "fast", "-w", "stop")
+    pg_start(stack)
 
 
 # --- the S3 store ---------------------------------------------------------------------------------
