@@ -193,7 +193,12 @@ def promote(
         else f"stated margin ({margin:.6g})"
     )
     promoted, reason = decide(candidate, champion, used, direction)
-    metrics = dict(client.get_run(run_id).data.metrics)
+    # The evaluation's figures as the version's tags (`test.mse`, as the evaluate stage registers them).
+    metrics = {
+        k.replace("/", "."): v
+        for k, v in client.get_run(run_id).data.metrics.items()
+        if k.startswith(("test/", "pca/"))
+    }
     version = registered_version(client, name, run_id, metrics)
     decision = Decision(
         promoted,
