@@ -63,7 +63,7 @@ def four_runs(stack, tiny_mirror, tmp_path_factory) -> FourRuns:
             )
         )
     for proc in procs:
-        out, _ = proc.communicate(timeout=900)
+        out, _ = proc.communicate(timeout=1800)  # four pipelines on a busy CI machine
         assert proc.returncode == 0, out[-4000:]
     run_ids = [json.loads((p / "metrics/train.json").read_text())["mlflow_run_id"] for p in projects]
     return FourRuns(stack, projects, run_ids)
@@ -97,8 +97,9 @@ def test_four_pipelines_at_once_lose_nothing_and_duplicate_nothing(four_runs):
     metric_rows = pg_rows(stack, "SELECT count(*) FROM metrics WHERE run_uuid = ANY(%s)", ids)[0][0]
     duplicates = pg_rows(
         stack,
+        # Lightning adds `epoch` to each call that logs at a step (a step's train and val metrics).
         "SELECT run_uuid, key, step FROM metrics WHERE run_uuid = ANY(%s) AND key NOT LIKE 'system/%%' "
-        "GROUP BY run_uuid, key, step HAVING count(*) > 1",
+        "AND key <> 'epoch' GROUP BY run_uuid, key, step HAVING count(*) > 1",
         ids,
     )
     assert duplicates == []

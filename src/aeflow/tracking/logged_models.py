@@ -1,9 +1,12 @@
 """MLflow 3's model-centric view: the best checkpoint as a LoggedModel with its test metrics.
 
 `serving.log_model` logs the best checkpoint as a LoggedModel linked to its run.
-`link_metrics` logs the run's test metrics to that model too, each tied to the
+`link_metrics` logs the run's test metrics to that model, each tied to the
 test dataset the run recorded, so `best` (`mlflow.search_logged_models`)
-ranks models across runs and experiments without opening the runs.
+ranks models across runs and experiments without opening the runs. MLflow
+records a model's metric as a run metric linked to the model, so the stage
+that computes the test metrics calls it with them instead of logging them to
+the run itself (called after the run has them, each appears twice in the run).
 """
 
 from __future__ import annotations
