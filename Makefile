@@ -89,6 +89,16 @@ reproduce: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make reproduce RUN=<MLflow run id> [ARGS=...]"; exit 2; }
 	$(BIN)/aeflow reproduce $(RUN) $(ARGS)
 
+## the local team stack (docs/team.md): PostgreSQL, an S3 store (moto) and an MLflow server on
+## 127.0.0.1, kept in .team/; prints the tracking URI, DVC remote and Optuna storage to use.
+## TEAM_ARGS=--wipe starts from empty. `make team-down` stops what team-up started.
+.PHONY: team-up team-down
+team-up: $(STAMP)
+	$(BIN)/aeflow team up $(TEAM_ARGS)
+
+team-down: $(STAMP)
+	$(BIN)/aeflow team down
+
 ## the MLflow UI over the project's store, on 127.0.0.1 only
 ui: $(STAMP)
 	$(BIN)/mlflow ui --host $(UI_HOST) --port $(UI_PORT) \

@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "encode": ("aeflow.serving.encode", "encode or reconstruct images with a trained model"),
     "reproduce": ("aeflow.tracking.reproduce", "rebuild an MLflow run from its id; compare its test metrics"),
     "search": ("aeflow.search.run", "hyperparameter search on Optuna over a conf/search/ file"),
+    "team": ("aeflow.team.cli", "start or stop the local team stack: PostgreSQL, S3 store, MLflow server"),
+    "promote": ("aeflow.tracking.promote", "register a run's model; move the champion alias if it is better"),
 }
 
 

@@ -21,6 +21,7 @@ from aeflow.io import copy_file, write_json, write_text
 from aeflow.models.weights import BEST, LAST, checkpoint_path, config_path
 from aeflow.tracking import lineage
 from aeflow.tracking import runs as tracking
+from aeflow.tracking import system as system_metrics
 from aeflow.training import distributed, performance
 from aeflow.training.callbacks import LossHistory, configured_callbacks
 from aeflow.training.checkpoints import AtomicCheckpointIO
@@ -71,16 +72,17 @@ def train(
         logger = TolerantMLFlowLogger(
             experiment_name=cfg.mlflow.experiment_name, tracking_uri=uri, run_id=run_id
         )
-        fitted = fit(
-            cfg,
-            model,
-            datamodule,
-            resume,
-            ckpt_path,
-            logger,
-            callbacks,
-            on_failure=(lambda: mark_failed(client, run_id)) if rank_zero else None,
-        )
+        with system_metrics.logged(run_id if rank_zero else None):  # CPU, memory, GPU while fitting
+            fitted = fit(
+                cfg,
+                model,
+                datamodule,
+                resume,
+                ckpt_path,
+                logger,
+                callbacks,
+                on_failure=(lambda: mark_failed(client, run_id)) if rank_zero else None,
+            )
         if not fitted.trainer.is_global_zero:
             return TrainResult(run_id=run_id or "", best_checkpoint=fitted.best_model_path, metrics={})
         if fitted.cut_short:
