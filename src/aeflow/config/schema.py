@@ -119,8 +119,11 @@ class VisualizeConfig:
 # with a new network or optimizer means adding it here.
 # data=folder: images packed by the data stage (aeflow.data.pack), not downloaded files.
 FOLDER_DATA = "aeflow.data.packed.PackedDataModule"
+# data=mvtec: one MVTec AD-layout category, packed the same way with its test masks (aeflow.data.mvtec).
+MVTEC_DATA = "aeflow.data.mvtec_datamodule.MVTecDataModule"
+PACKED_DATA = (FOLDER_DATA, MVTEC_DATA)
 ALLOWED_TARGETS: dict[str, tuple[str, ...]] = {
-    "data": ("aeflow.data.datamodule.IDXDataModule", FOLDER_DATA),
+    "data": ("aeflow.data.datamodule.IDXDataModule", *PACKED_DATA),
     "model": ("aeflow.models.autoencoder.Autoencoder", "aeflow.models.autoencoder.DenoisingAutoencoder"),
     "model.encoder": ("aeflow.models.components.MLPEncoder", "aeflow.models.components.ConvEncoder"),
     "model.decoder": ("aeflow.models.components.MLPDecoder", "aeflow.models.components.ConvDecoder"),
@@ -364,7 +367,7 @@ def _check_image_shapes(cfg: DictConfig) -> None:
 def _check_values(cfg: DictConfig, sections: set[str]) -> None:
     if "data" in sections:
         _positive(cfg, "data.batch_size")
-        if cfg.data.get("_target_") != FOLDER_DATA:  # a folder's val_size is a fraction (_check_folder)
+        if cfg.data.get("_target_") not in PACKED_DATA:  # a folder's val_size is a fraction (_check_folder)
             _positive(cfg, "data.val_size")
     if "model" in sections:
         _positive(cfg, "model.latent_dim")
@@ -431,7 +434,7 @@ def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
                 raise ConfigError(f"{key}.threshold_quantile={quantile}: must be in (0, 1), e.g. 0.99")
     # "data.source" alone (the download stage) checks files and sources without
     # importing the DataModule, and so without importing Lightning.
-    if "data.source" in sections and cfg.data.get("_target_") == FOLDER_DATA:
+    if "data.source" in sections and cfg.data.get("_target_") in PACKED_DATA:
         _check_folder(cfg, sections)
     elif "data.source" in sections:
         files = cfg.data.get("files")
