@@ -92,7 +92,13 @@ def main() -> None:
         for kind, values in per_type.items()
     ]
     command = "python benchmarks/inspection.py " + " ".join(
-        [f"--n-train {args.n_train}", f"--n-test {args.n_test}", f"--size {args.size}", f"--seed {args.seed}"]
+        [
+            f"--work {args.work}",
+            f"--n-train {args.n_train}",
+            f"--n-test {args.n_test}",
+            f"--size {args.size}",
+            f"--seed {args.seed}",
+        ]
         + ([f"--set {' '.join(args.set)}"] if args.set else [])
     )
     record = {
