@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ from aeflow.errors import ConfigError
 from aeflow.evaluation.inspection import (
     InspectionConfig,
     evaluate_inspection,
+    extremes,
     fit_pca_baseline,
     inspect_model,
     pca_reconstruct,
@@ -91,3 +93,12 @@ def test_the_preset_fits_its_data():
 def test_bad_inspection_settings_are_named(node, message):
     with pytest.raises(ConfigError, match=message):
         InspectionConfig.from_mapping(node)
+
+
+def test_extremes_name_each_types_clearest_and_worst_images():
+    scores = np.array([0.1, 0.9, 0.5, 0.7, 0.2, 0.3])
+    labels = np.array([0, 1, 1, 0, 1, 2])
+    out = extremes(scores, labels, ["good", "dent", "scratch", "hole"], n=1)
+    assert out["good"] == {"flagged": [3], "missed": [0]}  # 0.7: the worst false alarm
+    assert out["dent"] == {"flagged": [1], "missed": [4]}
+    assert out["scratch"] == {"flagged": [5], "missed": [5]} and "hole" not in out

@@ -159,3 +159,16 @@ def inspect_model(
     pca = fit_pca_baseline(train, config.pca_components, config.pca_fit_images, seed)
     reconstructs = {MODEL: model.eval(), BASELINE: pca_reconstruct(pca)}
     return evaluate_inspection(reconstructs, images, splits.test_masks(), labels, splits.defect_types, config)
+
+
+def extremes(scores: np.ndarray, labels: np.ndarray, types: list[str], n: int = 1) -> dict[str, dict]:
+    """Test-image indices the report draws, per type: `flagged`, the `n` highest scores, and
+    `missed`, the `n` lowest. For a defect type the highest are its clearest finds and the lowest
+    its worst misses; for `good` the highest are its worst false alarms."""
+    out = {}
+    for label, kind in enumerate(types):
+        rows = np.flatnonzero(labels == label)
+        order = rows[np.argsort(-scores[rows], kind="stable")]
+        if len(order):
+            out[kind] = {"flagged": order[:n].tolist(), "missed": order[::-1][:n].tolist()}
+    return out
