@@ -102,3 +102,30 @@ def test_extremes_name_each_types_clearest_and_worst_images():
     assert out["good"] == {"flagged": [3], "missed": [0]}  # 0.7: the worst false alarm
     assert out["dent"] == {"flagged": [1], "missed": [4]}
     assert out["scratch"] == {"flagged": [5], "missed": [5]} and "hole" not in out
+
+
+def test_the_preset_trains_on_a_packed_category_and_is_inspected(packed):
+    import pytorch_lightning as pl
+
+    from aeflow.config.instantiate import instantiate_datamodule, instantiate_model
+
+    cfg, splits = packed
+    cfg = cfg.copy()
+    cfg.paths.data = str(splits.data_dir)
+    cfg.data.batch_size = 8
+    model, datamodule = instantiate_model(cfg), instantiate_datamodule(cfg)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    result = inspect_model(model.net, splits, InspectionConfig(pca_components=4), seed=cfg.seed)
+    assert set(result.metrics) == {"ae_l2", "ae_ssim", "pca_l2", "pca_ssim"}
+    assert 0 <= result.metrics["ae_ssim"]["all"]["aupro"] <= 1
+    assert len(result.image_scores["ae_ssim"]) == len(splits.splits["test"][1])
