@@ -18,7 +18,10 @@ from aeflow.structured import check_structured
 IDX_DATA = "aeflow.data.datamodule.IDXDataModule"
 # data=folder: images packed by the data stage (aeflow.data.pack), not downloaded files.
 FOLDER_DATA = "aeflow.data.packed.PackedDataModule"
-DATAMODULES = (IDX_DATA, FOLDER_DATA)
+# data=mvtec: one MVTec AD-layout category, packed the same way with its test masks (aeflow.data.mvtec).
+MVTEC_DATA = "aeflow.data.mvtec_datamodule.MVTecDataModule"
+PACKED_DATA = (FOLDER_DATA, MVTEC_DATA)
+DATAMODULES = (IDX_DATA, *PACKED_DATA)
 DATA_FILE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
