@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from aeflow.errors import ConfigError
 from aeflow.models.choices import ACTIVATIONS, NOISES, NORMS
 from aeflow.models.shapes import check_conv_size, height_width
+from aeflow.numerics.modes import MODES as NUMERICS_MODES
 
 
 @dataclass
@@ -88,6 +89,7 @@ class PerformanceConfig:
     compile: bool = MISSING
     progress_bar_refresh_rate: int = MISSING
     num_threads: int | None = MISSING
+    numerics: str = MISSING  # native | portable (aeflow.numerics.modes)
 
 
 @dataclass
@@ -411,6 +413,10 @@ def validate(cfg: DictConfig, sections: Iterable[str] = SECTIONS) -> None:
         if precision not in MATMUL_PRECISIONS:
             raise ConfigError(
                 f"performance.float32_matmul_precision={precision!r}: allowed: {', '.join(MATMUL_PRECISIONS)}"
+            )
+        if cfg.performance.numerics not in NUMERICS_MODES:
+            raise ConfigError(
+                f"performance.numerics={cfg.performance.numerics!r}: allowed: {', '.join(NUMERICS_MODES)}"
             )
         threads = cfg.performance.num_threads
         if threads is not None and threads < 1:
