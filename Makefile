@@ -54,9 +54,11 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m unit
 
 ## training speed: Lightning vs a hand-written loop, matmul peak, data wait, stage start-up
-## (a few minutes on a CPU; results in bench-results/). e.g. make bench BENCH_ARGS="--threads 1"
+## (a few minutes on a CPU; results in bench-results/). e.g. make bench BENCH_ARGS="--threads 1";
+## then portable vs native numerics, one row per pin (docs/reproducing.md), e.g. NUMERICS_ARGS="--repeats 1"
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/numerics.py $(NUMERICS_ARGS)
 
 ## pipeline overhead: a fresh `dvc repro` vs its training time, and a no-op `dvc repro` (temp copy)
 bench-pipeline: $(STAMP)
