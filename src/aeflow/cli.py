@@ -13,7 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("aeflow.config.params", "write or check params.yaml from conf/ (what `dvc exp run` does)"),
     "encode": ("aeflow.serving.encode", "encode or reconstruct images with a trained model"),
-    "reproduce": ("aeflow.tracking.reproduce", "rebuild an MLflow run from its id; compare its test metrics"),
+    "reproduce": ("aeflow.tracking.reproduce", "rebuild an MLflow run from its id; judge its test metrics"),
     "search": ("aeflow.search.run", "hyperparameter search on Optuna over a conf/search/ file"),
 }
 

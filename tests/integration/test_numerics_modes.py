@@ -49,14 +49,14 @@ def data(tmp_path_factory):
     return folder, make_synthetic_idx(folder, n_train=200)
 
 
-def train(tmp_path, data, mode: str, family: dict[str, str], *overrides: str) -> dict:
+def train(data, mode: str, family: dict[str, str], *overrides: str) -> dict:
     folder, files = data
     env = user_env(PYTHONPATH=str(REPO / "src"))
     for var in PINS:
         env.pop(var, None)
     env.update(family)
     cmd = [sys.executable, "-c", CHILD, mode, str(folder), json.dumps(files), *TINY, *overrides]
-    proc = run(tmp_path, *cmd, env=env)
+    proc = run(REPO, *cmd, env=env)  # compose() reads conf/ from the working directory
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -64,16 +64,16 @@ def train(tmp_path, data, mode: str, family: dict[str, str], *overrides: str) ->
 def test_portable_weights_are_bit_identical_whatever_kernels_the_environment_selects(
     tmp_path, data, experiment
 ):
-    oldest = train(tmp_path, data, PORTABLE, OLDEST, experiment)
-    chosen = train(tmp_path, data, PORTABLE, CHOSEN, experiment)
+    oldest = train(data, PORTABLE, OLDEST, experiment)
+    chosen = train(data, PORTABLE, CHOSEN, experiment)
     assert oldest["weights"] == chosen["weights"]
     assert oldest["hash"] == chosen["hash"] and oldest["aten.capability"] == "AVX2"
     assert oldest["mkl.cbwr"] == "COMPATIBLE" and oldest["threads"] == "1"
 
 
-def test_native_weights_follow_the_kernel_family(tmp_path, data):
-    oldest = train(tmp_path, data, NATIVE, OLDEST, "experiment=tutorial")
-    chosen = train(tmp_path, data, NATIVE, CHOSEN, "experiment=tutorial")
+def test_native_weights_follow_the_kernel_family(data):
+    oldest = train(data, NATIVE, OLDEST, "experiment=tutorial")
+    chosen = train(data, NATIVE, CHOSEN, "experiment=tutorial")
     if chosen["aten.capability"] == "DEFAULT":
         pytest.skip("this CPU has no AVX2: ATen runs its DEFAULT kernels either way")
     assert oldest["aten.capability"] == "DEFAULT" != chosen["aten.capability"]
