@@ -58,9 +58,11 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m unit
 
 ## training speed: Lightning vs a hand-written loop, matmul peak, data wait, stage start-up
-## (a few minutes on a CPU; results in bench-results/). e.g. make bench BENCH_ARGS="--threads 1"
+## (a few minutes on a CPU; results in bench-results/). e.g. make bench BENCH_ARGS="--threads 1";
+## then portable vs native numerics, one row per pin (docs/reproducing.md), e.g. NUMERICS_ARGS="--repeats 1"
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/numerics.py $(NUMERICS_ARGS)
 
 ## the pipeline's cost (temp copy): a fresh `dvc repro`, then one after a training-only change, each stage
 ## timed, against the training time; and a no-op `dvc repro`. e.g. make bench-pipeline BENCH_ARGS="--override trainer.max_epochs=2"

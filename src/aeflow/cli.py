@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("aeflow.config.params", "write or check params.yaml from conf/ (what `dvc exp run` does)"),
     "encode": ("aeflow.serving.encode", "encode or reconstruct images with a trained model"),
     "record": ("aeflow.docs.records", "write results/NAME.json (a measurement the docs show)"),
-    "reproduce": ("aeflow.tracking.reproduce", "rebuild an MLflow run from its id; compare its test metrics"),
+    "reproduce": ("aeflow.tracking.reproduce", "rebuild an MLflow run from its id; judge its test metrics"),
     "search": ("aeflow.search.run", "hyperparameter search on Optuna over a conf/search/ file"),
     "team": ("aeflow.team.cli", "start or stop the local team stack: PostgreSQL, S3 store, MLflow server"),
     "promote": ("aeflow.tracking.promote", "register a run's model; move the champion alias if it is better"),

@@ -16,8 +16,8 @@ from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE, MLFLOW_SOURCE_NAME
 
 from aeflow.tracking.lineage import CONFIG_ARTIFACT
-from aeflow.tracking.reproduce import COMPARISON_ARTIFACT, EXIT_MISMATCH, EXIT_REFUSED
-from aeflow.tracking.runs import git_dirty
+from aeflow.tracking.reproduce import COMPARISON_ARTIFACT, EXIT_MISMATCH, EXIT_REFUSED, SPREAD_TAG
+from aeflow.tracking.runs import git_dirty, metric_keys
 from tests.helpers import BIN, FAST, clone_project, run, start_mlflow_server, stop_server, user_env
 
 # The tests on one pipeline run (`original`) are `slow`; tests/conftest.py puts them on one worker
@@ -59,9 +59,14 @@ def in_clone(project: Path, *cmd: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def reproduce(project: Path, *args: str) -> subprocess.CompletedProcess:
+# Another kernel family this CPU runs on request (ATen without vector extensions, MKL's SSE2
+# branch): what a teammate's other CPU does to a native run's rounding.
+OTHER_FAMILY = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
+
+
+def reproduce(project: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess:
     """`.venv/bin/aeflow reproduce ...` as a user runs it without activating the venv: PATH lacks it."""
-    env = user_env(PYTHONPATH=str(project / "src"))
+    env = user_env(PYTHONPATH=str(project / "src"), **env_vars)
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != BIN)
     return subprocess.run(
         [str(BIN / "aeflow"), "reproduce", *args],
@@ -117,10 +122,21 @@ def test_a_run_is_reproduced_bit_for_bit_from_its_id(original):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     print(proc.stdout)  # the table, shown with `pytest -rP`
     rows = table_rows(proc.stdout)
-    assert TAMPERED in rows and "pca/sq_err_per_image" in rows and len(rows) > 20, proc.stdout
+    # Every test metric the evaluate stage writes, and nothing else.
+    evaluated = json.loads((original.project / "metrics/evaluate.json").read_text())
+    assert set(rows) == set(metric_keys(evaluated)) and len(rows) > 20, proc.stdout
     assert all(cells[2:] == ["0", "yes"] for cells in rows.values()), proc.stdout
+    assert "exact: all" in proc.stdout and "same numerics fingerprint" in proc.stdout
     (copy,) = reproductions(original.client, original.run_id)
     assert copy.data.tags["aeflow.reproduced"] == "true"
+    # Recomputed, not restored: a run of its own that trained, with its own loss history.
+    assert copy.info.run_id != original.run_id
+    history = original.client.get_metric_history(copy.info.run_id, "train/loss")
+    assert history and all(m.timestamp >= copy.info.start_time for m in history)
+    assert (
+        copy.data.tags["aeflow.numerics.hash"]
+        == original.client.get_run(original.run_id).data.tags["aeflow.numerics.hash"]
+    )
     assert copy.data.tags["git_commit"] == original.client.get_run(original.run_id).data.tags["git_commit"]
     comparison = original.client.download_artifacts(copy.info.run_id, COMPARISON_ARTIFACT)
     assert json.loads(Path(comparison).read_text())["reproduced"] is True
@@ -191,20 +207,110 @@ def test_git_dirty_counts_only_code_and_config_sources(tmp_path, monkeypatch):
     assert git_dirty()
 
 
-def copy_run(client: mlflow.MlflowClient, run_id: str, **tags: str) -> str:
-    """A finished copy of run `run_id` (tags, params, test metrics, logged config) with `tags` changed."""
+def copy_run(
+    client: mlflow.MlflowClient,
+    run_id: str,
+    scale: dict[str, float] | None = None,
+    seed: int | None = None,
+    **tags: str,
+) -> str:
+    """A finished copy of run `run_id` (tags, params, test metrics, logged config) with `tags` changed,
+    the metrics in `scale` multiplied, and (`seed`) a logged config whose seed differs from the params."""
     source = client.get_run(run_id)
     copy = client.create_run(source.info.experiment_id, tags={**source.data.tags, **tags}).info.run_id
+    metrics = {k: v * (scale or {}).get(k, 1.0) for k, v in source.data.metrics.items()}
     client.log_batch(
         copy,
-        metrics=[Metric(k, v, 0, 0) for k, v in source.data.metrics.items()],
+        metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
         params=[Param(k, v) for k, v in source.data.params.items()],
     )
     with tempfile.TemporaryDirectory() as tmp:
-        config = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
-        client.log_artifact(copy, config, str(Path(CONFIG_ARTIFACT).parent))
+        config = Path(client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp))
+        if seed is not None:
+            config.write_text(
+                config.read_text().replace(f"seed: {source.data.params['seed']}\n", f"seed: {seed}\n", 1)
+            )
+        client.log_artifact(copy, str(config), str(Path(CONFIG_ARTIFACT).parent))
     client.set_terminated(copy)
     return copy
+
+
+@pytest.mark.slow
+def test_a_run_without_a_data_hash_or_whose_config_differs_from_its_params_is_refused(original):
+    client = original.client
+    no_hash = copy_run(client, original.run_id)
+    client.delete_tag(no_hash, "data_dvc_md5")
+    other_config = copy_run(client, original.run_id, seed=7)
+    for run_id, expected in (
+        (no_hash, ["records no DVC hash of its data", "data_dvc_md5"]),
+        (other_config, ["differs from run", "logged params in seed", "cannot tell which config"]),
+        # The data the download stage gives is not the data the run used.
+        (copy_run(client, original.run_id, data_dvc_md5="0" * 32 + ".dir"), ["has DVC hash", "0" * 32]),
+    ):
+        proc = reproduce(original.project, run_id)
+        assert proc.returncode == EXIT_REFUSED, proc.stdout + proc.stderr[-3000:]
+        assert all(text in proc.stderr for text in expected), proc.stderr[-3000:]
+    assert "--rtol -1.0: must be >= 0" in reproduce(original.project, original.run_id, "--rtol", "-1").stderr
+
+
+@pytest.mark.slow
+def test_a_native_run_reproduced_under_another_kernel_family_is_consistent_not_exact(original):
+    """The reproduction runs ATen's DEFAULT kernels and MKL's SSE2 branch (the original: this CPU's
+    own), with the data in neither the DVC cache nor a remote: the download stage fetches it."""
+    project, client = original.project, original.client
+    data_hash = client.get_run(original.run_id).data.tags["data_dvc_md5"]
+    cache = project / ".dvc/cache/files/md5"
+    listing = cache / data_hash[:2] / data_hash[2:]
+    if listing.is_file():
+        for entry in json.loads(listing.read_text()):
+            (cache / entry["md5"][:2] / entry["md5"][2:]).unlink(missing_ok=True)
+        listing.unlink()
+    proc = reproduce(project, original.run_id, "--seeds", "2", **OTHER_FAMILY)
+    print(proc.stdout)  # the transcript, shown with `pytest -rP`
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "from the DVC cache" not in proc.stderr and "Running stage 'download'" in proc.stderr
+    assert "aten.capability: AVX" in proc.stdout and "-> DEFAULT" in proc.stdout
+    rows = table_rows(proc.stdout)
+    assert any(cells[2] != "0" for cells in rows.values()), "another kernel family gave equal metrics"
+    assert "consistent: all" in proc.stdout and "exact" not in proc.stdout.splitlines()[-1]
+    (copy,) = [
+        r
+        for r in reproductions(client, original.run_id)
+        if r.data.tags.get("aeflow.numerics.aten.capability") == "DEFAULT"
+    ]
+    experiment = copy.info.experiment_id
+    spread = client.search_runs([experiment], f"tags.`{SPREAD_TAG}` = '{original.run_id}'")
+    assert len(spread) == 2 and {r.data.params["seed"] for r in spread} == {"43", "44"}
+
+
+@pytest.mark.slow
+def test_a_metric_far_outside_the_spread_of_the_seeds_is_not_reproduced(original):
+    client = original.client
+    # The original claims another CPU (another fingerprint) and ten times the test error it got.
+    tampered = copy_run(
+        client,
+        original.run_id,
+        scale={TAMPERED: 10.0},
+        git_dirty="true",
+        **{"aeflow.numerics.cpu.model": "another CPU"},
+    )
+    proc = reproduce(original.project, tampered, "--allow-dirty", "--seeds", "2")
+    assert proc.returncode == EXIT_MISMATCH, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "cpu.model: another CPU ->" in proc.stdout
+    rows = table_rows(proc.stdout)
+    assert rows[TAMPERED][3] == "NO" and all(c[3] == "yes" for m, c in rows.items() if m != TAMPERED)
+    assert "NOT reproduced: 1 of" in proc.stdout and "spread of 3 seeds" in proc.stdout
+
+
+@pytest.mark.slow
+def test_rtol_on_the_command_line_accepts_a_small_difference(original):
+    client = original.client
+    nudged = copy_run(client, original.run_id, scale={TAMPERED: 1.001}, git_dirty="true")
+    proc = reproduce(original.project, nudged, "--allow-dirty", "--rtol", "0.01")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    rows = table_rows(proc.stdout)
+    assert rows[TAMPERED][2] != "0" and rows[TAMPERED][3] == "yes"
+    assert "consistent: all" in proc.stdout and "(rtol 0.01)" in proc.stdout
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ from aeflow.data.schema import DATAMODULES, FOLDER_DATA, MVTEC_DATA, PACKED_DATA
 from aeflow.errors import ConfigError
 from aeflow.models.choices import ACTIVATIONS, LOSSES, NORMS, SCHEDULER_INTERVALS, noise_problem
 from aeflow.models.shapes import check_conv_size, height_width
+from aeflow.numerics.modes import MODES as NUMERICS_MODES
 from aeflow.structured import check_structured
 
 __all__ = ["FOLDER_DATA", "MVTEC_DATA", "PACKED_DATA", "SECTIONS", "validate"]
@@ -73,6 +74,7 @@ class PerformanceConfig:
     compile: bool = MISSING
     progress_bar_refresh_rate: int = MISSING
     num_threads: int | None = MISSING
+    numerics: str = MISSING  # native | portable (aeflow.numerics.modes)
 
 
 @dataclass
@@ -165,6 +167,8 @@ def _check_performance(cfg: DictConfig, sections: set[str]) -> None:
             f"performance.float32_matmul_precision={perf.float32_matmul_precision!r}: "
             f"allowed: {', '.join(MATMUL_PRECISIONS)}"
         )
+    if perf.numerics not in NUMERICS_MODES:
+        raise ConfigError(f"performance.numerics={perf.numerics!r}: allowed: {', '.join(NUMERICS_MODES)}")
     if perf.num_threads is not None and perf.num_threads < 1:
         raise ConfigError(f"performance.num_threads={perf.num_threads}: must be >= 1 (or null: one per core)")
     if perf.progress_bar_refresh_rate < 1:

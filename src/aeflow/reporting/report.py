@@ -77,7 +77,18 @@ def config_table(cfg: DictConfig, train: Mapping, run_id: str | None, details: M
         ["seed", str(cfg.seed)],
         ["MLflow run", run_id or "–"],
     ]
+    if numerics := train.get("numerics"):  # the fingerprint training recorded (aeflow.numerics)
+        rows.append(["numerics", numerics_text(numerics)])
     return Table(["setting", "value"], rows, numeric=False)
+
+
+def numerics_text(numerics: Mapping) -> str:
+    """The numerics mode, CPU, kernel family and thread count a run trained with, and its hash."""
+    return (
+        f"{numerics.get('mode')} on {numerics.get('cpu.model')}: ATen {numerics.get('aten.capability')}, "
+        f"MKL_CBWR {numerics.get('mkl.cbwr')}, {numerics.get('threads')} thread(s), GPU "
+        f"{numerics.get('gpu')} (fingerprint {numerics.get('hash')})"
+    )
 
 
 def metrics_table(cfg: DictConfig, metrics: Mapping) -> Table:

@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 
 from aeflow.config.params import CONF_DIR
 from aeflow.errors import TrainingError
+from aeflow.numerics import modes as numerics
 from aeflow.search import results
-from aeflow.search.objective import RUN_ATTR, make_objective
 from aeflow.search.space import SearchSpaceError, SearchSpec
 from aeflow.search.storage import (
     SEARCH_ROOT,
@@ -52,8 +52,12 @@ def work(
 ) -> SearchResult:
     """Run trials of `spec`'s study until it has `spec.n_trials` complete or pruned ones.
 
-    `base` is the composed base config (`SearchSpec.check`): where runs are tracked.
+    `base` is the composed base config (`SearchSpec.check`): where runs are tracked, and the
+    numerics mode every trial of this process trains in.
     """
+    numerics.apply(base.performance.numerics, base.performance.num_threads)  # before torch is imported
+    from aeflow.search.objective import make_objective
+
     folder = root / spec.study
     storage = open_storage(spec.study, storage_url, root)
     shown = describe(storage, spec.study, storage_url, root)
@@ -126,6 +130,8 @@ def _check_same_space(study: optuna.Study, spec: SearchSpec, storage: str) -> No
 
 
 def _mark_run_failed(client: mlflow.MlflowClient, trial: optuna.trial.FrozenTrial) -> None:
+    from aeflow.search.objective import RUN_ATTR
+
     run_id = trial.user_attrs.get(RUN_ATTR)
     if run_id:
         tracking.retry_locked(client.set_terminated, run_id, "FAILED")

@@ -17,11 +17,13 @@ def run_stage(main: Callable[[], None]) -> None:
     conf/, or a hand-edited params.yaml): the stage would otherwise run an old config silently.
     """
     from aeflow.config.params import PARAMS_FILE, composition_drift
+    from aeflow.numerics.modes import apply_from_params
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if Path(PARAMS_FILE).is_file() and (drift := composition_drift()):
         logging.getLogger("aeflow").warning("%s", drift)
     try:
+        apply_from_params(PARAMS_FILE)  # the numerics pins, before anything imports torch
         main()
     except AeflowError as exc:
         logging.getLogger("aeflow").error("%s", exc)

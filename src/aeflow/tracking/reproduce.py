@@ -1,17 +1,25 @@
-"""`aeflow reproduce RUN_ID`: rebuild an MLflow run from what it records and compare its test metrics.
+"""`aeflow reproduce RUN_ID`: rebuild an MLflow run from what it records and judge its test metrics.
 
 The run records its commit (`git_commit`, or `dvc_baseline_rev` for a run made
 by `dvc exp run`), whether the code differed from it (`git_dirty`), the DVC hash
-of its data (`data_dvc_md5`) and its resolved config (`lineage.CONFIG_ARTIFACT`).
-The reproduction checks those, checks out the commit in a separate git worktree,
-writes the config there as params.yaml, gets the data (this repository's DVC
-cache, else `dvc pull`, else the download stage) and checks its hash, and runs
-`dvc repro` there, logging to the same tracking store. The new run is tagged
-`aeflow.reproduces=<RUN_ID>` and `aeflow.reproduced=true|false`, with the
-comparison as the artifact `reproduce/comparison.json`.
+of its data (`data_dvc_md5`), its resolved config (`lineage.CONFIG_ARTIFACT`) and
+its numerics fingerprint (`aeflow.numerics.*`). The reproduction checks those, checks
+out the commit in a separate git worktree, writes the config there as params.yaml,
+gets the data (this repository's DVC cache, else `dvc pull`, else the download
+stage) and checks its hash, and runs `dvc repro` there, logging to the same
+tracking store. The new run is tagged `aeflow.reproduces=<RUN_ID>` and
+`aeflow.reproduced=true|false`, with the comparison as `reproduce/comparison.json`.
 
-Exit status: 0 when every test metric matches within `--rtol`, 1 when one does
-not, 2 when the run cannot be reproduced (the message says why).
+Verdicts:
+- `exact`: every test metric equal. Expected, and required, when both runs have the same
+  numerics fingerprint (same kernels, same rounding).
+- `consistent`: the fingerprints differ (another CPU family in native mode, another GPU) and
+  every metric of the original lies within the spread of `--seeds K` more seeds of the same
+  config trained here (`within_spread`), or within `--rtol` when given.
+- `NOT reproduced`: a metric differs where the fingerprints are equal, or lies outside the spread.
+
+Exit status: 0 exact or consistent; 1 NOT reproduced; 2 refused (the message says why);
+3 the fingerprints differ and nothing was given to judge by (pass `--seeds K`).
 """
 
 from __future__ import annotations
@@ -33,12 +41,18 @@ from typing import Any
 import yaml
 
 from aeflow.errors import AeflowError
+from aeflow.numerics import fingerprint as numerics
 from aeflow.tracking import lineage, runs
 
 log = logging.getLogger(__name__)
 
-EXIT_MISMATCH, EXIT_REFUSED = 1, 2
+EXIT_MISMATCH, EXIT_REFUSED, EXIT_UNJUDGED = 1, 2, 3
 REPRODUCES_TAG, REPRODUCED_TAG = "aeflow.reproduces", "aeflow.reproduced"
+SPREAD_TAG = "aeflow.spread_for"  # on the runs of the extra seeds: the run whose spread they measure
+EXACT, CONSISTENT, NOT_REPRODUCED = "exact", "consistent", "NOT reproduced"
+# The chance that a correct reproduction is called NOT reproduced, over all metrics together
+# (Bonferroni: each metric is tested at FAMILY_ALPHA / number of metrics).
+FAMILY_ALPHA = 0.01
 COMPARISON_ARTIFACT = "reproduce/comparison.json"
 DVC_CACHE_FILES = Path("files", "md5")  # DVC 3's cache layout: files/md5/<2 hex>/<30 hex>[.dir]
 
@@ -55,12 +69,20 @@ class Row:
     metric: str
     original: float | None
     reproduced: float | None
+    # With --seeds: the mean of the reproduction and the extra seeds, and the half-width of the
+    # prediction interval the original must lie in.
+    spread_mean: float | None = None
+    spread_margin: float | None = None
 
     @property
     def difference(self) -> float | None:
         if self.original is None or self.reproduced is None:
             return None
         return self.reproduced - self.original
+
+    @property
+    def equal(self) -> bool:
+        return self.matches(0.0)
 
     def matches(self, rtol: float) -> bool:
         """Equal, or within `rtol` of the original (|reproduced - original| <= rtol * |original|)."""
@@ -70,6 +92,41 @@ class Row:
         if o == r or (math.isnan(o) and math.isnan(r)):
             return True
         return abs(r - o) <= rtol * abs(o)
+
+    @property
+    def within_spread(self) -> bool:
+        """Whether the original lies in the prediction interval of the seeds (or equals the reproduction)."""
+        if self.equal:
+            return True
+        if self.original is None or self.spread_mean is None or self.spread_margin is None:
+            return False
+        return abs(self.original - self.spread_mean) <= self.spread_margin
+
+
+def prediction_margin(values: list[float], alpha: float) -> tuple[float, float]:
+    """(mean, half-width) of the two-sided 1 - alpha prediction interval for one more draw from
+    the distribution `values` came from: t(1 - alpha/2, n - 1) * s * sqrt(1 + 1/n), s the sample
+    standard deviation of the n values (normal spread assumed)."""
+    from scipy.stats import t
+
+    n = len(values)
+    mean = sum(values) / n
+    s = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(t.ppf(1 - alpha / 2, n - 1)) * s * math.sqrt(1 + 1 / n)
+
+
+def with_spread(rows: list[Row], seed_metrics: list[Mapping[str, float]]) -> list[Row]:
+    """`rows` with each metric's prediction interval from the reproduction and the extra seeds,
+    at FAMILY_ALPHA shared by all metrics."""
+    alpha = FAMILY_ALPHA / max(len(rows), 1)
+    out = []
+    for row in rows:
+        values = [v for v in [row.reproduced, *(m.get(row.metric) for m in seed_metrics)] if v is not None]
+        if len(values) >= 2 and not any(math.isnan(v) for v in values):
+            mean, margin = prediction_margin(values, alpha)
+            row = Row(row.metric, row.original, row.reproduced, mean, margin)
+        out.append(row)
+    return out
 
 
 def compare(original: Mapping[str, float], reproduced: Mapping[str, float], keys: Iterable[str]) -> list[Row]:
@@ -89,35 +146,87 @@ def _fmt(value: float | None) -> str:
     return "missing" if value is None else f"{value:.10g}"
 
 
-def format_table(rows: list[Row], rtol: float) -> str:
-    """The comparison as aligned text: metric, original, reproduced, difference, and whether it matches."""
-    header = ("metric", "original", "reproduced", "difference", "match")
+@dataclass(frozen=True)
+class Basis:
+    """What a metric is judged by: equality, a relative tolerance, or the seeds' spread."""
+
+    kind: str  # "exact" | "rtol" | "spread" | "none" (fingerprints differ, nothing to judge by)
+    text: str
+    rtol: float = 0.0
+
+    def passes(self, row: Row) -> bool:
+        if self.kind == "rtol":
+            return row.matches(self.rtol)
+        if self.kind == "spread":
+            return row.within_spread
+        return row.equal
+
+
+def basis_for(same_numerics: bool, rtol: float | None, seeds: int) -> Basis:
+    if rtol is not None:
+        return Basis("rtol", "exact" if rtol == 0 else f"rtol {rtol:g}", rtol)
+    if same_numerics:
+        return Basis("exact", "same numerics fingerprint: exact")
+    if seeds:
+        return Basis(
+            "spread",
+            f"numerics fingerprints differ: within the spread of {seeds + 1} seeds, "
+            f"prediction interval at {FAMILY_ALPHA:g} over all metrics",
+        )
+    return Basis("none", "numerics fingerprints differ: pass --seeds K to judge against K more seeds")
+
+
+def judge(rows: list[Row], basis: Basis) -> str | None:
+    """exact when every metric is equal; else consistent or NOT reproduced by `basis` (equal
+    fingerprints leave no room for a difference); None when nothing can judge a difference."""
+    if all(row.equal for row in rows):
+        return EXACT
+    if basis.kind == "none":
+        return None
+    if basis.kind == "exact":
+        return NOT_REPRODUCED
+    return CONSISTENT if all(basis.passes(row) for row in rows) else NOT_REPRODUCED
+
+
+def format_table(rows: list[Row], verdict: str | None, basis: Basis) -> str:
+    """The comparison as aligned text: metric, original, reproduced, difference, and whether it
+    passes (with --seeds also the seeds' mean and margin); then the verdict and its basis."""
+    spread = basis.kind == "spread"
+    header = (
+        "metric",
+        "original",
+        "reproduced",
+        "difference",
+        "match",
+        *(("seeds_mean", "margin") if spread else ()),
+    )
     body = []
     for row in rows:
         diff = row.difference
         shown = "-" if diff is None else ("0" if diff == 0 else f"{diff:+.3g}")
-        body.append(
-            (
-                row.metric,
-                _fmt(row.original),
-                _fmt(row.reproduced),
-                shown,
-                "yes" if row.matches(rtol) else "NO",
-            )
-        )
+        cells = [
+            row.metric,
+            _fmt(row.original),
+            _fmt(row.reproduced),
+            shown,
+            "yes" if basis.passes(row) else "NO",
+        ]
+        if spread:
+            cells += [_fmt(row.spread_mean), "-" if row.spread_margin is None else f"{row.spread_margin:.3g}"]
+        body.append(tuple(cells))
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = [
         "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
         for r in [header, *body]
     ]
-    bad = sum(not row.matches(rtol) for row in rows)
-    tolerance = "exact" if rtol == 0 else f"rtol {rtol:g}"
-    verdict = (
-        f"reproduced: all {len(rows)} test metrics match ({tolerance})"
-        if not bad
-        else f"NOT reproduced: {bad} of {len(rows)} test metrics differ ({tolerance})"
-    )
-    return "\n".join([*lines, "", verdict])
+    bad = sum(not basis.passes(row) for row in rows)
+    if verdict is None:
+        summary = f"not judged: {bad} of {len(rows)} test metrics differ ({basis.text})"
+    elif verdict == NOT_REPRODUCED:
+        summary = f"{NOT_REPRODUCED}: {bad} of {len(rows)} test metrics differ ({basis.text})"
+    else:
+        summary = f"{verdict}: all {len(rows)} test metrics match ({basis.text})"
+    return "\n".join([*lines, "", summary])
 
 
 # --- what the run records ------------------------------------------------------------------------
@@ -303,15 +412,53 @@ class Outcome:
     run_id: str
     reproduction_run_id: str
     rows: list[Row]
-    rtol: float
+    basis: Basis
+    # (part, original's value, reproduction's value) for each part of the fingerprints that differs
+    numerics_differ: list[tuple[str, str | None, str | None]]
+    seed_run_ids: list[str]
+
+    @property
+    def verdict(self) -> str | None:
+        return judge(self.rows, self.basis)
 
     @property
     def reproduced(self) -> bool:
-        return all(row.matches(self.rtol) for row in self.rows)
+        return self.verdict in (EXACT, CONSISTENT)
 
 
-def reproduce(run_id: str, uri: str, root: Path, rtol: float = 0.0, allow_dirty: bool = False) -> Outcome:
-    """Rebuild run `run_id` of the store `uri` from repository `root`; compare its test metrics."""
+def numerics_differences(original_tags: Mapping[str, str], new_tags: Mapping[str, str]) -> list:
+    """The fingerprint parts that differ between two runs; a run without one differs in all."""
+    a, b = numerics.from_tags(original_tags), numerics.from_tags(new_tags)
+    if a is None or b is None:
+        return [("fingerprint", "recorded" if a else "not recorded", "recorded" if b else "not recorded")]
+    return [] if a.hash == b.hash else numerics.differences(a, b)
+
+
+def train_seeds(
+    work: Path, env: Mapping[str, str], config: dict[str, Any], run_id: str, seeds: int
+) -> list[str]:
+    """Run the pipeline for `seeds` more seeds of `config` in the worktree; their MLflow run ids.
+    Seeds seed+1 .. seed+K: the spread they show is the run-to-run spread on this machine."""
+    ids = []
+    for k in range(1, seeds + 1):
+        seeded = {**config, "seed": int(config["seed"]) + k}
+        (work / "params.yaml").write_text(yaml.safe_dump(seeded, sort_keys=False))
+        log.info("seed %d of %d for the spread (seed=%d)", k, seeds, seeded["seed"])
+        _dvc(work, env, "repro", "--no-run-cache")
+        ids.append(runs.read_run_info(work / config["paths"]["run_info"])["run_id"])
+    return ids
+
+
+def reproduce(
+    run_id: str,
+    uri: str,
+    root: Path,
+    rtol: float | None = None,
+    allow_dirty: bool = False,
+    seeds: int = 0,
+) -> Outcome:
+    """Rebuild run `run_id` of the store `uri` from repository `root`; judge its test metrics
+    (`rtol`: by that tolerance; `seeds`: against that many more seeds when the numerics differ)."""
     import mlflow
 
     runs.preflight(uri)
@@ -357,15 +504,24 @@ def reproduce(run_id: str, uri: str, root: Path, rtol: float = 0.0, allow_dirty:
             raise
         new_run_id = runs.read_run_info(work / paths["run_info"])["run_id"]
         eval_metrics = json.loads((work / paths["eval_metrics"]).read_text())
-        original = client.get_run(run_id).data.metrics
-        rows = compare(
-            original, client.get_run(new_run_id).data.metrics, compared_keys(eval_metrics, original)
-        )
+        original_run, new_run = client.get_run(run_id), client.get_run(new_run_id)
+        original = original_run.data.metrics
+        rows = compare(original, new_run.data.metrics, compared_keys(eval_metrics, original))
+        differ = numerics_differences(original_run.data.tags, new_run.data.tags)
+        basis = basis_for(not differ, rtol, seeds)
+        seed_ids = []
+        if basis.kind == "spread" and not all(row.equal for row in rows):
+            for part, was, now in differ:
+                log.info("numerics differ in %s: %s here, %s in run %s", part, now, was, run_id)
+            seed_ids = train_seeds(work, env, config, run_id, seeds)
+            for seed_run in seed_ids:
+                client.set_tag(seed_run, SPREAD_TAG, run_id)
+            rows = with_spread(rows, [client.get_run(i).data.metrics for i in seed_ids])
     finally:
         _git(root, "worktree", "remove", "--force", str(work), check=False)
         shutil.rmtree(tmp, ignore_errors=True)
         _git(root, "worktree", "prune", check=False)
-    outcome = Outcome(run_id, new_run_id, rows, rtol)
+    outcome = Outcome(run_id, new_run_id, rows, basis, differ, seed_ids)
     record(client, outcome, recorded)
     return outcome
 
@@ -382,10 +538,15 @@ def record(client, outcome: Outcome, recorded: Recorded) -> None:
             "commit": recorded.commit,
             "git_dirty": recorded.dirty,
             "data_dvc_md5": recorded.data_hash,
-            "rtol": outcome.rtol,
+            "verdict": outcome.verdict,
+            "basis": outcome.basis.text,
+            "numerics_differ": [
+                dict(zip(("part", "original", "reproduction"), d)) for d in outcome.numerics_differ
+            ],
+            "seed_runs": outcome.seed_run_ids,
             "reproduced": outcome.reproduced,
             "metrics": [
-                {**asdict(row), "difference": row.difference, "match": row.matches(outcome.rtol)}
+                {**asdict(row), "difference": row.difference, "match": outcome.basis.passes(row)}
                 for row in outcome.rows
             ],
         },
@@ -399,15 +560,23 @@ def default_uri(root: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`aeflow reproduce RUN_ID`: rebuild an MLflow run from its commit, config and data; compare."""
+    """`aeflow reproduce RUN_ID`: rebuild an MLflow run from its commit, config and data; judge its
+    test metrics: exact, consistent or NOT reproduced (exit 0, 0, 1; 2 refused; 3 not judged)."""
     parser = argparse.ArgumentParser(prog="aeflow reproduce", description=main.__doc__)
     parser.add_argument("run_id", help="the MLflow run id to reproduce")
     parser.add_argument(
         "--rtol",
         type=float,
-        default=0.0,
-        help="relative tolerance per metric (default 0: exact, for the same machine type; "
-        "e.g. 1e-4 on another CPU type or a GPU)",
+        help="judge every metric by this relative tolerance instead (|reproduced - original| <= "
+        "RTOL x |original|; 0: exact), whatever the numerics fingerprints say",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=0,
+        metavar="K",
+        help="when the numerics fingerprints differ: train K more seeds of the config here and judge "
+        "each metric against their spread (K >= 2; each is a full pipeline run)",
     )
     parser.add_argument(
         "--allow-dirty",
@@ -420,8 +589,10 @@ def main(argv: list[str] | None = None) -> None:
         "else sqlite:///mlflow.db at the repository root)",
     )
     args = parser.parse_args(argv)
-    if args.rtol < 0:
+    if args.rtol is not None and args.rtol < 0:
         parser.error(f"--rtol {args.rtol}: must be >= 0")
+    if args.seeds and args.seeds < 2:
+        parser.error(f"--seeds {args.seeds}: a spread needs at least 2 more seeds")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     top = _git(Path.cwd(), "rev-parse", "--show-toplevel", check=False)
     if top.returncode != 0:
@@ -429,13 +600,20 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(top.stdout.strip())
     try:
         uri = args.tracking_uri or default_uri(root)
-        outcome = reproduce(args.run_id, uri, root, args.rtol, args.allow_dirty)
+        outcome = reproduce(args.run_id, uri, root, args.rtol, args.allow_dirty, args.seeds)
     except AeflowError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(EXIT_REFUSED)
-    sys.stdout.write(f"run {outcome.run_id} reproduced as run {outcome.reproduction_run_id}\n\n")
-    sys.stdout.write(format_table(outcome.rows, args.rtol) + "\n")
-    sys.exit(0 if outcome.reproduced else EXIT_MISMATCH)
+    sys.stdout.write(f"run {outcome.run_id} reproduced as run {outcome.reproduction_run_id}\n")
+    if outcome.numerics_differ:
+        sys.stdout.write("numerics fingerprints differ (part: original -> reproduction):\n")
+        for part, was, now in outcome.numerics_differ:
+            sys.stdout.write(f"  {part}: {was} -> {now}\n")
+    if outcome.seed_run_ids:
+        sys.stdout.write(f"spread: runs {', '.join(outcome.seed_run_ids)} (seeds after the run's own)\n")
+    sys.stdout.write("\n" + format_table(outcome.rows, outcome.verdict, outcome.basis) + "\n")
+    verdict = outcome.verdict
+    sys.exit(0 if verdict in (EXACT, CONSISTENT) else EXIT_UNJUDGED if verdict is None else EXIT_MISMATCH)
 
 
 if __name__ == "__main__":

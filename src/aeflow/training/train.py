@@ -19,6 +19,7 @@ from aeflow.config.params import to_container
 from aeflow.errors import TrackingError, TrainingError
 from aeflow.io import copy_file, write_json, write_text
 from aeflow.models.weights import BEST, LAST, checkpoint_path, config_path
+from aeflow.numerics.fingerprint import fingerprint as numerics_fingerprint
 from aeflow.tracking import lineage
 from aeflow.tracking import runs as tracking
 from aeflow.tracking import system as system_metrics
@@ -52,6 +53,8 @@ def train(
     uri = tracking.store_uri(tracking.tracking_uri(cfg.mlflow.tracking_uri))
     tracking.preflight(uri)  # seconds, naming the URI, before any data is read or a run is created
     pl.seed_everything(cfg.seed, workers=True)
+    # What decides float rounding here (refuses portable mode if its pins are not in effect).
+    tags = {**numerics_fingerprint(cfg).tags(), **(tags or {})}
     datamodule = instantiate_datamodule(cfg)
     datamodule.setup("fit")  # checksums and split sizes fail here, before any tracking or training
     model = performance.compile_model(cfg, instantiate_model(cfg))
@@ -189,7 +192,8 @@ def publish(cfg: DictConfig, fitted: Fitted, resume: ResumeDir) -> tuple[Path, d
     )
     # The run id beside the metrics: `dvc exp show` lists it, so an experiment is found in MLflow.
     run_id = tracking.read_run_info(cfg.paths.run_info)["run_id"]
-    write_json(cfg.paths.train_metrics, {**metrics, "mlflow_run_id": run_id})
+    numerics = numerics_fingerprint(cfg).as_dict()
+    write_json(cfg.paths.train_metrics, {**metrics, "mlflow_run_id": run_id, "numerics": numerics})
     write_config(cfg)
     return best, metrics
 
