@@ -119,3 +119,22 @@ def test_aeflow_encode_writes_the_served_scores_and_flags(logged, tmp_path):
         np.testing.assert_allclose(scores, expected, rtol=1e-6)
         state = DetectorState.load(next(folder.rglob("detector.json")))
         np.testing.assert_array_equal(flags, scores > state.thresholds[state.score])
+
+
+def test_the_package_holds_what_is_served_and_the_encode_command_finds_its_detector(logged):
+    from aeflow.models.weights import BEST, checkpoint_path
+    from aeflow.serving import package
+    from aeflow.serving.encode import detector_path
+
+    folder, cfg, _ = logged
+    served = Path(cfg.paths.package)
+    assert sorted(p.name for p in served.iterdir()) == sorted(
+        [package.CONFIG, package.DETECTOR, package.ONNX, package.WEIGHTS]
+    )
+    assert sorted(p.name for p in (served / package.ONNX).iterdir()) == ["decoder.onnx", "encoder.onnx"]
+    # The logged MLflow model carries the package's detector.
+    assert next(folder.rglob("detector.json")).read_text() == (served / package.DETECTOR).read_text()
+    # The pipeline's best checkpoint is served with the package's detector; another checkpoint
+    # with the one beside it.
+    assert detector_path(cfg, checkpoint_path(cfg, BEST)) == served / package.DETECTOR
+    assert detector_path(cfg, Path("/elsewhere/best.ckpt")) == Path("/elsewhere") / package.DETECTOR
