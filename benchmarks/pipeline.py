@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
         ]
         if args.fresh_outputs:  # e.g. to compare them with another version's, file by file
             shutil.copytree(tmp / "metrics", Path(args.fresh_outputs) / "metrics", dirs_exist_ok=True)
-            for table in (tmp / "plots").glob("*.csv"):
-                shutil.copy2(table, Path(args.fresh_outputs) / table.name)
+            for csv in (tmp / "plots").glob("*.csv"):
+                shutil.copy2(csv, Path(args.fresh_outputs) / csv.name)
         sh(tmp, sys.executable, "-m", "aeflow.config", *overrides, args.change)
         changed = sh(tmp, "dvc", "status")[1]
         change_walls, change_ran = repro_each(tmp)
