@@ -78,6 +78,22 @@ class PerformanceConfig:
 
 
 @dataclass
+class InspectionSettings:
+    """Anomaly maps and their metrics for data=mvtec (aeflow.evaluation.inspection.InspectionConfig
+    checks the values: map kinds, an odd SSIM window, ...); conf/config.yaml says what each does."""
+
+    maps: list[str] = MISSING
+    ssim_window: int = MISSING
+    smoothing_sigma: float = MISSING
+    image_score: str = MISSING
+    top_k: float = MISSING
+    n_bins: int = MISSING
+    pca_components: int = MISSING
+    pca_fit_images: int = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
 class EvaluateConfig:
     """Knobs of the evaluate stage (aeflow.evaluation.evaluate); conf/config.yaml says what each does."""
 
@@ -91,6 +107,7 @@ class EvaluateConfig:
     corruptions: list[str] | None = MISSING
     ood: list[str] = MISSING
     ood_mirrors: dict[str, list[str]] | None = MISSING
+    inspection: InspectionSettings = field(default_factory=InspectionSettings)
 
 
 @dataclass

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from aeflow.data.mvtec import MVTecSplits, check_test_size
 from aeflow.data.packed import PackedDataModule
+from aeflow.errors import ConfigError
 
 
 class MVTecDataModule(PackedDataModule):
@@ -29,8 +30,13 @@ class MVTecDataModule(PackedDataModule):
         seed: int = 0,
         on_device: bool | None = None,
         in_memory: bool = False,
+        classes: list[int] | None = None,
     ) -> None:
         check_test_size(test_size)
+        if classes is not None:
+            raise ConfigError(
+                f"data.classes={list(classes)}: with data=mvtec training uses train/good only; set null"
+            )
         super().__init__(
             data_dir, path, image_size, channels, resize, val_size, 0.0, split_seed, input_features,
             files, batch_size, name, seed, on_device, in_memory, None,

@@ -74,11 +74,11 @@ def load_splits(
 
 def splits_from_config(cfg) -> dict[str, Split]:
     """The splits as the stages that do not train read them, on the CPU: a data=folder pack's
-    arrays (aeflow.data.packed_splits), else the IDX files in `paths.data` split as the
-    DataModule splits them."""
-    from aeflow.data import packed_splits
+    arrays (aeflow.data.packed_splits) or a data=mvtec one's (aeflow.data.mvtec), else the IDX
+    files in `paths.data` split as the DataModule splits them."""
+    from aeflow.data import mvtec, packed_splits
 
-    packed = packed_splits.from_config(cfg)
+    packed = packed_splits.from_config(cfg) or mvtec.from_config(cfg)
     if packed is not None:
         packed.setup()
         return packed.splits

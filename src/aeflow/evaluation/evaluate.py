@@ -93,7 +93,7 @@ def evaluate_splits(
         "by_digit": {MODEL: digits_m, PCA_KEY: digits_p},
         "worst": worst_images(sq_m, test_y, config.worst_n, labelled),
         "probes": {
-            **asdict(config),
+            **{k: v for k, v in asdict(config).items() if k != "inspection"},  # data=mvtec only
             "probe_train_images": len(pick),
             "test_images": len(test_y),
             "knn": "Euclidean k nearest neighbours, majority vote",

@@ -12,10 +12,13 @@ SECTIONS = ("seed", "paths", "data.source", "model.networks", "evaluate")
 
 def main() -> None:
     from aeflow.config.params import load_params
+    from aeflow.data.schema import MVTEC_DATA
     from aeflow.data.splits import splits_from_config
-    from aeflow.evaluation import baselines
+    from aeflow.evaluation import baselines, inspection_stages
 
     cfg = load_params(sections=SECTIONS)
+    if cfg.data.get("_target_") == MVTEC_DATA:  # the PCA-residual baseline of the anomaly maps
+        return inspection_stages.write_baseline(cfg)
     baselines.from_config(cfg, splits_from_config(cfg)).write(cfg.paths.baselines)
 
 

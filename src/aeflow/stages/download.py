@@ -1,6 +1,6 @@
 """DVC stage `download`: verified IDX files in `paths.data` (or, for data=folder, the
-images of `data.path` packed into arrays there), and the test files of each
-`evaluate.ood` set in `paths.ood/<name>/` (no Lightning, no MLflow)."""
+images of `data.path` packed into arrays there; for data=mvtec, with the test masks), and the
+test files of each `evaluate.ood` set in `paths.ood/<name>/` (no Lightning, no MLflow)."""
 
 from aeflow.stages.common import run_stage
 
@@ -9,7 +9,7 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from aeflow.config.params import load_params
-    from aeflow.config.schema import FOLDER_DATA
+    from aeflow.config.schema import FOLDER_DATA, MVTEC_DATA
     from aeflow.data import ood
     from aeflow.data.download import download_dataset
     from aeflow.data.pack import pack_folder, spec_from_config
@@ -17,6 +17,10 @@ def main() -> None:
     cfg = load_params(sections=("paths", "data.source", "evaluate"))
     if cfg.data._target_ == FOLDER_DATA:  # your own images: decoded once into arrays in paths.data
         pack_folder(cfg.data.path, cfg.paths.data, spec_from_config(cfg.data))
+    elif cfg.data._target_ == MVTEC_DATA:  # an MVTec-layout category: images and test masks
+        from aeflow.data.mvtec import pack_from_config
+
+        pack_from_config(cfg)
     else:
         source = OmegaConf.to_container(cfg.data.source, resolve=True)
         download_dataset(

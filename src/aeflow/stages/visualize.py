@@ -18,7 +18,7 @@ def main() -> None:
     from pathlib import Path
 
     from aeflow.config.params import load_params
-    from aeflow.config.schema import VisualizeConfig
+    from aeflow.config.schema import MVTEC_DATA, VisualizeConfig
     from aeflow.data import packed_splits
     from aeflow.data.splits import load_split
     from aeflow.evaluation.anomaly import ANOMALY
@@ -26,10 +26,12 @@ def main() -> None:
     from aeflow.evaluation.scoring import settings, to_float
     from aeflow.io import write_text
     from aeflow.models.weights import BEST, checkpoint_path, load_weights
-    from aeflow.reporting import anomaly_figures, figures, report
+    from aeflow.reporting import anomaly_figures, figures, inspection_report, report
     from aeflow.tracking.runs import read_run_info
 
     cfg = load_params(sections=SECTIONS)
+    if cfg.data.get("_target_") == MVTEC_DATA:  # per-defect tables and maps instead
+        return log_to_run(cfg, inspection_report.from_config(cfg))
     paths = cfg.paths
     packed = packed_splits.from_config(cfg)  # data=folder: the packed arrays
     images, labels = packed.split("test") if packed else load_split(paths.data, cfg.data.files, "test")
