@@ -22,8 +22,8 @@ Fn = Callable[[torch.Tensor], torch.Tensor]
 
 MODEL, PCA_KEY, PIXELS, COMPRESSION = "test", "pca", "pixels", "compression"
 # float32 pixels of the probes' training subsample: MNIST's 10,000 images are 31 MB, 64x64 RGB
-# images are capped at 5,461 and 256x256 RGB photos at 341, however large the split.
-PROBE_BYTES = 256 * 2**20
+# images are capped at 2,730 and 256x256 RGB photos at 170, however large the split.
+PROBE_BYTES = 128 * 2**20
 NAMES = {MODEL: "autoencoder", PCA_KEY: "PCA", PIXELS: "raw pixels"}
 
 
