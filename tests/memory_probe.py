@@ -1,5 +1,6 @@
-"""Peak anonymous memory of the anomaly evaluation and the served detector's fit on uint8
-splits memory-mapped from .npy files: run as a script in its own process by
+"""Peak anonymous memory of the anomaly evaluation, the served detector's fit and the test
+set's scoring (reconstruction, compression, the probes' subsample) on uint8 splits
+memory-mapped from .npy files: run as a script in its own process by
 tests/integration/test_streaming_memory.py (and on older code, to compare).
 
     python tests/memory_probe.py DIR   # DIR holds {train,val,test}_images.npy, uint8 (N, C, H, W)
@@ -28,8 +29,10 @@ def main(folder: Path) -> None:
 
     from aeflow.config.instantiate import instantiate_network
     from aeflow.config.params import compose
+    from aeflow.config.schema import EvaluateConfig
     from aeflow.evaluation.pca import PCA
     from aeflow.evaluation.protocols import anomaly_evaluation
+    from aeflow.evaluation.scoring import probe_data, score_codes, settings
     from aeflow.serving.pyfunc import fit_detector
 
     torch.set_num_threads(1)
@@ -68,6 +71,9 @@ def main(folder: Path) -> None:
     threading.Thread(target=sample, daemon=True).start()
     fit_detector(cfg, model, splits)
     anomaly_evaluation(model, pca, splits, quantile=0.99)
+    config = settings(cfg, "evaluate", EvaluateConfig)
+    _, *probes = probe_data(splits["train"], splits["test"], config, seed=0)
+    score_codes(model.encode, model.decode, *probes, config, labelled=False)
     done.set()
     peak[0] = max(peak[0], rss_anon())
     print(json.dumps({"peak_anon_growth_mb": round((peak[0] - before) / 1e6, 1)}))

@@ -1,5 +1,6 @@
-"""The anomaly evaluation and the served detector's fit stream their splits: on memory-mapped
-splits of 64x64 RGB images their memory stays far below the floats of the training split."""
+"""The anomaly evaluation, the served detector's fit and the test set's scoring stream their
+splits: on memory-mapped splits of 64x64 RGB images their memory stays far below the floats of
+the training and test splits."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ pytestmark = pytest.mark.integration
 
 SIZES = {"train": 6000, "val": 500, "test": 500}
 SHAPE = (3, 64, 64)
-# The training split as float32 is 295 MB. Measured: 690 MB above the start with the splits
-# made float whole (as evaluation did before it streamed), 365 MB streaming batches of 160 images.
+# The training split as float32 is 295 MB: the probes' training subsample (evaluate.probe_train_size
+# images, 10,000) made float whole would be all of it, twice while scaled; streaming keeps batches
+# of 160 images and a subsample of at most scoring.PROBE_BYTES (2,730 images, 134 MB).
 CAP_MB = 500
 
 
-def test_evaluation_and_detector_fit_stay_under_a_cap_the_float_split_exceeds(tmp_path):
+def test_evaluation_scoring_and_detector_fit_stay_under_a_cap_the_float_split_exceeds(tmp_path):
     rng = np.random.default_rng(0)
     for split, n in SIZES.items():
         images = np.lib.format.open_memmap(tmp_path / f"{split}_images.npy", "w+", np.uint8, (n, *SHAPE))

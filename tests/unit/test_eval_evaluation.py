@@ -10,8 +10,9 @@ import torch
 from aeflow.config.instantiate import instantiate_datamodule, instantiate_model
 from aeflow.config.schema import EvaluateConfig
 from aeflow.evaluation import metrics as M
+from aeflow.evaluation import scoring
 from aeflow.evaluation.evaluate import evaluate, worst_images
-from aeflow.evaluation.scoring import fit_pca, probe_subset
+from aeflow.evaluation.scoring import fit_pca, probe_data, probe_subset, score_codes
 from aeflow.reporting import figures, report
 
 
@@ -85,6 +86,33 @@ def test_worst_images_and_probe_subset():
     sub = probe_subset(100, 10, seed=1)
     assert len(sub) == 10 and sub.unique().numel() == 10 and torch.equal(sub, probe_subset(100, 10, 1))
     assert torch.equal(probe_subset(5, 10, 0), torch.arange(5))
+
+
+def test_probe_subsample_is_capped_by_bytes_and_scoring_streams_the_test_split(monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    shape = (3, 64, 64)  # 49,152 bytes of float32 per image
+    cap = 20
+    monkeypatch.setattr(scoring, "PROBE_BYTES", cap * 4 * 3 * 64 * 64 + 100)
+    train = (
+        torch.randint(0, 256, (cap + 50, *shape), dtype=torch.uint8, generator=gen),
+        torch.zeros(cap + 50),
+    )
+    test = (
+        torch.randint(0, 256, (40, *shape), dtype=torch.uint8, generator=gen),
+        torch.zeros(40, dtype=torch.long),
+    )
+    config = EvaluateConfig(probe_train_size=10**6, knn_k=1, logreg_max_iter=1)
+    pick, train_x, _, test_images, _ = probe_data(train, test, config, seed=0)
+    assert len(pick) == cap and train_x.dtype == torch.float32 and train_x.shape == (cap, *shape)
+    assert test_images.dtype == torch.uint8  # scored batch by batch, never made float whole
+
+    def identity(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+    summary, _, sq = score_codes(
+        identity, identity, train_x[:8], train[1][:8], test_images, test[1], config, False
+    )
+    assert torch.equal(sq, torch.zeros(40, dtype=torch.float64)) and summary[M.SQ_ERR] == 0.0
 
 
 def test_interpolation_pairs_join_different_digits():

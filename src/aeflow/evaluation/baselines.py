@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from aeflow.config.schema import EvaluateConfig
 from aeflow.data.folder import has_labels
 from aeflow.evaluation import metrics as M
-from aeflow.evaluation import protocols
+from aeflow.evaluation import protocols, streaming
 from aeflow.evaluation.pca import PCA
 from aeflow.evaluation.scoring import (
     PCA_KEY,
@@ -43,6 +43,7 @@ Split = tuple[torch.Tensor, torch.Tensor]  # images uint8 (N, H, W) or (N, C, H,
 # The `evaluate:` settings the baselines depend on.
 SETTINGS = ("probe_train_size", "knn_k", "logreg_max_iter", "corruptions", "ood")
 # The files of the baselines folder (`paths.baselines`).
+KNN_CHUNK = 1000  # M.knn_predict's default chunk of test rows
 PCA_FILE, METRICS_FILE, SCORES_FILE = "pca.npz", "metrics.json", "anomaly_scores.npz"
 
 
@@ -92,7 +93,7 @@ def compute(
     train, test = splits["train"], splits["test"]
     labelled = has_labels(test[1])
     first = pca.first(latent_dim)
-    _, train_x, train_y, test_x, test_y = probe_data(train, test, config, seed)
+    _, train_x, train_y, test_images, test_y = probe_data(train, test, config, seed)
 
     def pca_encode(x: torch.Tensor) -> torch.Tensor:
         return first.encode(x).float()
@@ -101,18 +102,36 @@ def compute(
         return first.decode(z).float()
 
     summary, by_digit, _ = score_codes(
-        pca_encode, pca_decode, train_x, train_y, test_x, test_y, config, labelled
+        pca_encode, pca_decode, train_x, train_y, test_images, test_y, config, labelled
     )
     metrics = {PCA_KEY: summary}
     if labelled:
-        metrics[PIXELS] = {
-            M.KNN: M.knn_accuracy(train_x, train_y, test_x, test_y, config.knn_k),
-            M.LOGREG: M.logreg_accuracy(train_x, train_y, test_x, test_y, config.logreg_max_iter),
-        }
+        metrics[PIXELS] = pixel_probes(train_x, train_y, test_images, test_y, config)
     normal, _, outsides = protocols.anomaly_sets(splits, **anomaly_sets)
     scores = protocols.pca_scores_of_sets(first, splits["val"][0], normal, outsides)
     log.info("PCA (%d components): test squared error per image %.3f", latent_dim, summary[M.SQ_ERR])
     return Baselines(pca=pca, metrics=metrics, by_digit=by_digit, anomaly_scores=scores)
+
+
+def pixel_probes(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_images: torch.Tensor,
+    test_y: torch.Tensor,
+    config: EvaluateConfig,
+) -> dict[str, float]:
+    """k-NN and logistic-regression accuracy on raw pixels: fitted on the float probe subsample,
+    the uint8 test images predicted batch by batch."""
+    batch = streaming.rows_per_batch(streaming.pixels_of(test_images))
+    # Whole k-NN chunks per batch: the distances are computed on the same rows as in one call.
+    batch = batch - batch % KNN_CHUNK if batch > KNN_CHUNK else batch
+    logreg = M.logreg_classifier(train_x, train_y, config.logreg_max_iter)
+    knn = streaming.per_image(lambda x: M.knn_predict(train_x, train_y, x, config.knn_k), test_images, batch)
+    logreg = streaming.per_image(logreg, test_images, batch)
+    return {
+        M.KNN: float((knn == test_y).double().mean()),
+        M.LOGREG: float((logreg == test_y).double().mean()),
+    }
 
 
 def baseline_settings(cfg: DictConfig) -> EvaluateConfig:

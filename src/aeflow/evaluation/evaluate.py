@@ -36,6 +36,7 @@ from aeflow.evaluation.scoring import (
     score_codes,
     settings,
 )
+from aeflow.evaluation.streaming import pixels_of
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,10 @@ def evaluate_splits(
 
     Unlabelled images (`labelled` false) get the reconstruction and compression metrics only,
     and `M.SKIPPED` names what was left out."""
-    pick, train_x, train_y, test_x, test_y = probe_data(train, test, config, seed)
+    pick, train_x, train_y, test_images, test_y = probe_data(train, test, config, seed)
     model.eval()
     test_m, digits_m, sq_m = score_codes(
-        model.encode, model.decode, train_x, train_y, test_x, test_y, config, labelled
+        model.encode, model.decode, train_x, train_y, test_images, test_y, config, labelled
     )
     test_p, digits_p = baselines.metrics[PCA_KEY], baselines.by_digit
     pixels = {PIXELS: baselines.metrics[PIXELS]} if labelled else {}
@@ -86,7 +87,7 @@ def evaluate_splits(
         MODEL: test_m,
         PCA_KEY: test_p,
         **pixels,
-        COMPRESSION: M.code_bytes(latent_dim, test_x[0].numel()),
+        COMPRESSION: M.code_bytes(latent_dim, pixels_of(test_images)),
         **({} if labelled else {M.SKIPPED: M.UNLABELLED_NOTE}),
     }
     details = {

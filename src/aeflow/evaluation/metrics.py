@@ -240,14 +240,23 @@ def logreg_accuracy(
     max_iter: int = 100,
     l2: float = 1e-4,
 ) -> float:
-    """Test accuracy of a multinomial logistic regression fitted on standardised training features.
+    """Test accuracy of a multinomial logistic regression fitted on standardised training features
+    (`logreg_classifier`)."""
+    return float((logreg_classifier(train_x, train_y, max_iter, l2)(test_x) == test_y).double().mean())
+
+
+def logreg_classifier(
+    train_x: torch.Tensor, train_y: torch.Tensor, max_iter: int = 100, l2: float = 1e-4
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Multinomial logistic regression fitted on standardised training features; returns the
+    (M,) predicted label of features (M, ...), so a test set can be predicted batch by batch.
 
     Full-batch L-BFGS with a small L2 penalty; deterministic for given inputs.
     """
-    train_x, test_x = train_x.float().flatten(1), test_x.float().flatten(1)
+    train_x = train_x.float().flatten(1)
     mean, std = train_x.mean(0), train_x.std(0)
     std = torch.where(std > 1e-3, std, torch.ones_like(std))  # constant features (blank pixels)
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    train_x = (train_x - mean) / std
     classes = int(train_y.max()) + 1
     weight = torch.zeros(train_x.shape[1], classes, requires_grad=True)
     bias = torch.zeros(classes, requires_grad=True)
@@ -261,8 +270,12 @@ def logreg_accuracy(
 
     with torch.enable_grad():
         opt.step(closure)
-    with torch.no_grad():
-        return float(((test_x @ weight + bias).argmax(1) == test_y).double().mean())
+
+    @torch.no_grad()
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return (((x.float().flatten(1) - mean) / std) @ weight + bias).argmax(1)
+
+    return predict
 
 
 # --- compression: quantised codes -----------------------------------------------------------------

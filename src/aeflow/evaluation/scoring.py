@@ -1,6 +1,9 @@
 """What the evaluate and baselines stages share: the names of the metrics file's sections,
 the config section as its dataclass, the probes' training subsample, and one encoder/decoder
-pair scored on the test set (the autoencoder's, or PCA's at the same code size)."""
+pair scored on the test set (the autoencoder's, or PCA's at the same code size).
+
+The test split stays uint8 and is scored batch by batch (aeflow.evaluation.streaming); the
+probes' training subsample is the only float copy, at most `PROBE_BYTES`."""
 
 from __future__ import annotations
 
@@ -11,11 +14,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from aeflow.config.schema import EvaluateConfig
 from aeflow.evaluation import metrics as M
+from aeflow.evaluation import pca as P
+from aeflow.evaluation import streaming
 from aeflow.evaluation.pca import PCA
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
 MODEL, PCA_KEY, PIXELS, COMPRESSION = "test", "pca", "pixels", "compression"
+# float32 pixels of the probes' training subsample: MNIST's 10,000 images are 31 MB, 64x64 RGB
+# images are capped at 2,730 and 256x256 RGB photos at 170, however large the split.
+PROBE_BYTES = 128 * 2**20
 NAMES = {MODEL: "autoencoder", PCA_KEY: "PCA", PIXELS: "raw pixels"}
 
 
@@ -26,8 +34,9 @@ def settings(cfg: DictConfig, name: str, schema: type):
 
 
 def fit_pca(train_images: torch.Tensor, n_components: int) -> PCA:
-    """PCA on the training split's images (uint8 (N, H, W)), pixels scaled to [0, 1]."""
-    return PCA(n_components).fit(train_images.double() / 255.0)
+    """PCA on the training split's uint8 images, pixels scaled to [0, 1]: exact where the split
+    is small (MNIST), streamed otherwise (`pca.choose_method`)."""
+    return P.fit_images(train_images, n_components)
 
 
 def pca_components(latent_dim: int) -> int:
@@ -36,14 +45,15 @@ def pca_components(latent_dim: int) -> int:
     return max(latent_dim, 2)
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W) or (N, C, H, W) -> float (N, C, H, W) in [0, 1], as the data module serves them."""
-    return (images if images.dim() == 4 else images.unsqueeze(1)).float() / 255.0
-
-
 @torch.no_grad()
-def in_batches(fn: Fn, x: torch.Tensor, batch: int = 2048) -> torch.Tensor:
+def in_batches(fn: Fn, x: torch.Tensor, batch: int = streaming.MAX_ROWS) -> torch.Tensor:
     return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+
+def probe_size(requested: int, pixels: int) -> int:
+    """Probe training images for images of `pixels` values: `requested`, at most `PROBE_BYTES`
+    of float32."""
+    return max(1, min(requested, PROBE_BYTES // (4 * pixels)))
 
 
 def probe_subset(n_train: int, size: int, seed: int) -> torch.Tensor:
@@ -60,10 +70,11 @@ def probe_data(
     config: EvaluateConfig,
     seed: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(probe subsample indices, train_x, train_y, test_x, test_y): uint8 splits as the probes see
-    them, images float (N, C, H, W) in [0, 1]."""
-    pick = probe_subset(len(train[1]), config.probe_train_size, seed)
-    return pick, to_float(train[0][pick]), train[1][pick], to_float(test[0]), test[1]
+    """(probe subsample indices, train_x, train_y, test images, test_y): the probes' training
+    subsample as float (n, C, H, W) in [0, 1] (`probe_size` images), the test images uint8 as stored."""
+    size = probe_size(config.probe_train_size, streaming.pixels_of(train[0]))
+    pick = probe_subset(len(train[1]), size, seed)
+    return pick, streaming.take(train[0], pick), train[1][pick], test[0], test[1]
 
 
 @torch.no_grad()
@@ -72,28 +83,37 @@ def score_codes(
     decode: Fn,
     train_x: torch.Tensor,
     train_y: torch.Tensor,
-    test_x: torch.Tensor,
+    test_images: torch.Tensor,
     test_y: torch.Tensor,
     config: EvaluateConfig,
     labelled: bool = True,
 ):
     """Everything measured on one encoder/decoder pair; returns (summary, by_digit, sq_err per image).
 
-    Without labels (`labelled` false) there are no probes and `by_digit` is empty."""
-    codes = in_batches(encode, test_x)
-    recon = in_batches(decode, codes).view_as(test_x)
-    summary, by_digit, sq = M.reconstruction_metrics(recon, test_x, test_y)
+    `test_images` are uint8 (a memory map is fine), read once batch by batch; only codes and
+    per-image figures are kept. Without labels (`labelled` false) there are no probes and
+    `by_digit` is empty."""
     train_codes = in_batches(encode, train_x)
+    quantizer = M.Int8Quantizer().fit(train_codes)
+    codes, fp16, int8 = [], [], []
+
+    def reconstruct(x: torch.Tensor) -> torch.Tensor:
+        # Compression: the same decoder fed the code after a float16 or 8-bit round trip.
+        z = encode(x)
+        codes.append(z)
+        half = decode(M.float16_roundtrip(z).to(z.dtype)).reshape(x.shape)
+        fp16.append(M.sq_err_per_image(half.double(), x.double()))
+        dequant = quantizer.dequantize(quantizer.quantize(z)).to(z.dtype)
+        int8.append(M.sq_err_per_image(decode(dequant).reshape(x.shape).double(), x.double()))
+        return decode(z)
+
+    summary, by_digit, sq = M.reconstruction_metrics_batched(reconstruct, test_images, test_y)
+    codes = torch.cat(codes)
     if labelled:
         summary[M.KNN] = M.knn_accuracy(train_codes, train_y, codes, test_y, config.knn_k)
         summary[M.LOGREG] = M.logreg_accuracy(train_codes, train_y, codes, test_y, config.logreg_max_iter)
     else:
         by_digit = {}
-    # Compression: the same decoder fed the code after a float16 or 8-bit round trip.
-    half = in_batches(decode, M.float16_roundtrip(codes).to(codes.dtype)).view_as(test_x)
-    summary[M.SQ_ERR_FP16] = float(M.sq_err_per_image(half.double(), test_x.double()).mean())
-    quantizer = M.Int8Quantizer().fit(train_codes)
-    dequant = quantizer.dequantize(quantizer.quantize(codes)).to(codes.dtype)
-    int8 = in_batches(decode, dequant).view_as(test_x)
-    summary[M.SQ_ERR_INT8] = float(M.sq_err_per_image(int8.double(), test_x.double()).mean())
+    summary[M.SQ_ERR_FP16] = float(torch.cat(fp16).mean())
+    summary[M.SQ_ERR_INT8] = float(torch.cat(int8).mean())
     return summary, by_digit, sq

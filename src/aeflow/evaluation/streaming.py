@@ -48,7 +48,8 @@ def as_float(images: torch.Tensor) -> torch.Tensor:
     images pass unchanged (channel added to (B, H, W))."""
     images = images.cpu()
     images = images if images.dim() == 4 else images.unsqueeze(1)
-    return images.float() / 255.0 if images.dtype == torch.uint8 else images
+    # In place: one float copy of the batch, not two (the same values as `/ 255.0`).
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
 def batches(source: Any, size: int | None = None) -> Iterator[torch.Tensor]:

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from aeflow.evaluation import anomaly as A  # noqa: E402
+from aeflow.evaluation.streaming import take  # noqa: E402
 from aeflow.reporting.elements import Figure, Table, fmt  # noqa: E402
 from aeflow.reporting.figures import image_grid, save_figure  # noqa: E402
 
@@ -103,11 +104,12 @@ def roc_curves(details: Mapping, metrics: Mapping, path: Path) -> Path:
 
 
 def extremes(images: torch.Tensor, details: Mapping, score: str, path: Path) -> Path:
-    """The most (top row) and least (bottom row) anomalous test images by `score`; `images` (N, 1, H, W)."""
+    """The most (top row) and least (bottom row) anomalous test images by `score`; `images` as
+    `draw` takes them (only the drawn ones are read)."""
     picks = details["extremes"][score]
     rows = {
-        "most\nanomalous": images[torch.tensor(picks["most"])],
-        "least\nanomalous": images[torch.tensor(picks["least"])],
+        "most\nanomalous": take(images, picks["most"]),
+        "least\nanomalous": take(images, picks["least"]),
     }
     return save_figure(image_grid(rows), path)
 
@@ -115,7 +117,8 @@ def extremes(images: torch.Tensor, details: Mapping, score: str, path: Path) -> 
 def draw(images: torch.Tensor, details: Mapping, metrics: Mapping, out: Path) -> list[Figure]:
     """The anomaly figures in report order; nothing if the details have no anomaly section.
 
-    `images`: the test set (N, 1, H, W) in [0, 1]; `details`/`metrics`: evaluate's `anomaly` sections.
+    `images`: the test set, uint8 (N, H, W) or (N, C, H, W) as stored (a memory map is fine),
+    or float (N, C, H, W) in [0, 1]; `details`/`metrics`: evaluate's `anomaly` sections.
     """
     if not details or not details.get("roc"):
         return []

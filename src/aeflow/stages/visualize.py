@@ -23,7 +23,7 @@ def main() -> None:
     from aeflow.data.splits import load_split
     from aeflow.evaluation.anomaly import ANOMALY
     from aeflow.evaluation.baselines import load_pca
-    from aeflow.evaluation.scoring import settings, to_float
+    from aeflow.evaluation.scoring import settings
     from aeflow.io import write_text
     from aeflow.models.weights import BEST, checkpoint_path, load_weights
     from aeflow.reporting import anomaly_figures, figures, inspection_report, report
@@ -39,7 +39,7 @@ def main() -> None:
     drawn = figures.draw_all(
         load_weights(cfg, checkpoint_path(cfg, BEST)),
         load_pca(paths.baselines),
-        to_float(images),
+        images,
         labels,
         details,
         figures.read_loss_curve(paths.loss_curve),
@@ -50,7 +50,7 @@ def main() -> None:
     )
     metrics = json.loads(Path(paths.eval_metrics).read_text())
     drawn += anomaly_figures.draw(
-        to_float(images), details.get(ANOMALY, {}), metrics.get(ANOMALY, {}), Path(paths.figures)
+        images, details.get(ANOMALY, {}), metrics.get(ANOMALY, {}), Path(paths.figures)
     )
     train_metrics = json.loads(Path(paths.train_metrics).read_text())
     html, md = report.build(
