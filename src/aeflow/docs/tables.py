@@ -173,14 +173,19 @@ HEADLINE_COLUMNS = [
     for c in RESULT_COLUMNS
     if c[0] in ("Result", "Code size", "Test sq. error / image", "PCA, same code size", "Command")
 ]
+# Float rounding differs between CPU types, so every figure says which numerics it was measured with.
+HEADLINE_COLUMNS.insert(-1, ("Numerics", lambda r: r["machine"]["numerics"]))
+# The default's figures: portable numerics (the same on any x86-64 CPU with AVX2), and the
+# native spread over seeds on the records' machine.
+TUTORIAL = ["tutorial_portable", "tutorial_default_seeds"]
 
 TABLES: dict[str, Callable[[Records], str]] = {
     "headline": runs_table(
-        ["mnist-tutorial", "mnist-hinton2006", "mnist-hinton2006-best", "mnist-conv", "mnist-denoising"],
+        [*TUTORIAL, "mnist-hinton2006", "mnist-hinton2006-best", "mnist-conv", "mnist-denoising"],
         HEADLINE_COLUMNS,
     ),
     "results-mnist": runs_table(
-        ["mnist-tutorial*", "mnist-hinton2006", "mnist-hinton2006-*", "mnist-*"], RESULT_COLUMNS
+        [*TUTORIAL, "mnist-tutorial*", "mnist-hinton2006", "mnist-hinton2006-*", "mnist-*"], RESULT_COLUMNS
     ),
     "results-fashion-mnist": runs_table(["fashion-mnist-*"], RESULT_COLUMNS),
     "anomaly-auroc": auroc_table(["anomaly-*"]),
