@@ -43,7 +43,7 @@ NUMERICS = ("native", "portable")
 RUN_KEYS = ("seed", "mlflow_run_id", "metrics")
 # The MLflow tags the numerics fingerprint is recorded under (aeflow.numerics.*).
 FINGERPRINT_TAG = "aeflow.numerics.hash"
-CPU_TAGS = ("aeflow.numerics.cpu_model", "aeflow.numerics.cpu")
+CPU_TAGS = ("aeflow.numerics.cpu.model",)  # the numerics fingerprint's tag (aeflow.numerics.fingerprint)
 NUMERICS_PARAM = "performance.numerics"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
