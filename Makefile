@@ -10,7 +10,7 @@ UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env lock lock-check run deps test test-fast lint ui bench bench-pipeline params docs docs-serve readme clean
+.PHONY: env lock lock-check run deps test test-stack test-fast lint ui bench bench-pipeline params docs docs-serve readme clean
 
 env: $(STAMP)
 
@@ -51,7 +51,12 @@ deps: $(STAMP)
 
 ## the whole test suite (what CI runs), on $(TEST_WORKERS) workers; the 25 slowest tests listed at the end
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=25
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=25 -m "not stack"
+
+## the tests on a real team stack (tests/stack/: PostgreSQL, an S3 store and an mlflow server, started by
+## the tests; PostgreSQL 15 from Debian must be installed). Long: several pipelines against the servers.
+test-stack: $(STAMP)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=10 -m stack tests/stack
 
 ## unit tests only: in-process, synthetic data, no stage subprocesses (well under a minute)
 test-fast: $(STAMP)

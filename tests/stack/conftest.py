@@ -22,6 +22,13 @@ from aeflow.team import stack as team
 from tests.conftest import make_synthetic_idx
 from tests.helpers import BIN, REPO, clone_project, require_system_path, user_env
 
+
+def pytest_collection_modifyitems(config, items):
+    """Every test here needs the whole stack: `make test-stack` runs them, `make test` leaves them out."""
+    for item in items:
+        if "tests/stack/" in item.nodeid:
+            item.add_marker(pytest.mark.stack)
+
 # Two short epochs of a small network on 120 training images, every stage kept small.
 TINY_PRESET = {
     "data": {"batch_size": 16, "val_size": 20},
