@@ -15,6 +15,7 @@ from tests.helpers import clone_project, ran_stages, run
 from tests.image_folders import truncate, write_classes
 
 pytestmark = pytest.mark.integration
+ALL_STAGES = {"download", "baselines", "train", "evaluate", "package", "visualize"}
 
 CLASSES = {"circle": 100, "square": 100, "star": 100}
 SMALL = [
@@ -46,7 +47,7 @@ def project(tmp_path_factory) -> tuple[Path, Path]:
     images = tmp_path_factory.mktemp("images")
     write_classes(images, CLASSES)
     proc = exp_run(project, images)
-    assert ran_stages(proc.stdout) == {"download", "train", "evaluate", "visualize"}
+    assert ran_stages(proc.stdout) == ALL_STAGES
     return project, images
 
 
@@ -69,7 +70,7 @@ def test_adding_images_repacks_and_keeps_every_old_split(project):
     assert ran_stages(exp_run(project, images).stdout) == set()  # nothing changed: nothing runs
     before = splits_of(project / "data/raw")
     write_classes(images, {name: 20 for name in CLASSES}, start=100)
-    assert ran_stages(exp_run(project, images).stdout) == {"download", "train", "evaluate", "visualize"}
+    assert ran_stages(exp_run(project, images).stdout) == ALL_STAGES
     after = splits_of(project / "data/raw")
     assert len(after) == 360 and {name: after[name] for name in before} == before
 

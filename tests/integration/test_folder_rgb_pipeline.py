@@ -51,7 +51,7 @@ def project(tmp_path_factory) -> tuple[Path, Path]:
     write_images(images, 150, mode="RGB", size=(HEIGHT, WIDTH))  # no class subfolders: unlabelled
     overrides = [f"data.path={images}", *OVERRIDES]
     proc = run(project, "dvc", "exp", "run", *[a for o in overrides for a in ("-S", o)])
-    assert ran_stages(proc.stdout) == {"download", "train", "evaluate", "visualize"}
+    assert ran_stages(proc.stdout) == {"download", "baselines", "train", "evaluate", "package", "visualize"}
     return project, images
 
 

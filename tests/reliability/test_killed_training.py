@@ -69,6 +69,10 @@ def _kill_train_stage(
     return stages[0].pid
 
 
+# Trains through MLflow, whose run records start processes (git for the commit): not a unit test.
+THROUGH_MLFLOW = pytest.mark.integration
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "status_after_kill"),
@@ -117,7 +121,8 @@ def test_killed_train_stage_resumes_on_next_repro(
     assert not list(project.rglob("*.tmp")), "a temporary file was left behind"
 
     out = dvc(project, "repro")
-    assert ran_stages(out) == {"train", "evaluate", "visualize"}
+    # `dvc repro train` ran only train's upstream: the baselines run now too.
+    assert ran_stages(out) == {"baselines", "train", "evaluate", "package", "visualize"}
     assert f"Resuming interrupted MLflow run {killed_run.info.run_id} after epoch {epochs_done}" in out, out
 
     metrics = json.loads((project / "metrics/train.json").read_text())
@@ -204,6 +209,7 @@ def uninterrupted(tmp_path_factory, tiny_data):
     return cfg, train(cfg)
 
 
+@THROUGH_MLFLOW
 def test_crashed_run_resumes_to_the_same_weights_in_the_same_run(uninterrupted, tiny_data, tmp_path, caplog):
     ref_cfg, ref = uninterrupted
     cfg = tiny(tmp_path, tiny_data)
@@ -238,6 +244,7 @@ def test_crashed_run_resumes_to_the_same_weights_in_the_same_run(uninterrupted, 
     assert not resume.path.exists()
 
 
+@THROUGH_MLFLOW
 def test_stale_checkpoints_are_never_resumed(uninterrupted, tiny_data, tmp_path):
     # A finished run leaves nothing to resume: the same config trains again from the start.
     ref_cfg, ref = uninterrupted
@@ -325,6 +332,7 @@ def test_kill_during_a_checkpoint_write_keeps_the_old_one_and_the_next_run_remov
 # --- determinism -------------------------------------------------------------------------------------
 
 
+@THROUGH_MLFLOW
 def test_same_config_and_seed_give_identical_test_metrics_other_seed_differs(
     uninterrupted, tiny_data, tmp_path
 ):

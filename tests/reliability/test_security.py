@@ -133,6 +133,8 @@ def test_the_pickle_check_finds_a_pickle_by_name_and_by_content(tmp_path):
     assert _pickles(tmp_path) == ["blob", "python_model.pkl"]
 
 
+# Trains and logs through MLflow, whose run records start processes (git): not a unit test.
+@pytest.mark.integration
 def test_the_logged_model_holds_no_pickle(tmp_path, monkeypatch, tiny_cfg):
     from aeflow.serving import package
     from aeflow.training.train import train

@@ -29,6 +29,7 @@ def pytest_collection_modifyitems(config, items):
         if "tests/stack/" in item.nodeid:
             item.add_marker(pytest.mark.stack)
 
+
 # Two short epochs of a small network on 120 training images, every stage kept small.
 TINY_PRESET = {
     "data": {"batch_size": 16, "val_size": 20},

@@ -90,7 +90,9 @@ def team_project(tmp_path_factory, mnist_mirror, tracking_server) -> TeamProject
     )
     out = run(project, "dvc", "repro", tracking_uri=tracking_server.url)
     output = out.stdout + out.stderr
-    assert ran_stages(output) == {"download", "train", "evaluate", "visualize"}, output[-3000:]
+    assert ran_stages(output) == {"download", "baselines", "train", "evaluate", "package", "visualize"}, (
+        output[-3000:]
+    )
     local_store = [name for name in ("mlflow.db", "mlartifacts") if (project / name).exists()]
     # What a user commits after a run: dvc.lock, params, metrics (outs live in DVC's cache).
     run(project, "git", "add", "-A")

@@ -244,7 +244,7 @@ def test_mnist_models_are_unchanged():
         model = compose(overrides).model
         assert model.encoder.get("in_features", 784) == model.decoder.get("out_features", 784) == 784
         assert model.encoder.get("in_channels", 1) == model.decoder.get("out_channels", 1) == 1
-        assert compose(overrides).paths.data_source == "src/aeflow/data"
+        assert compose(overrides).paths.data_source == "src/aeflow/data/download.py"
 
 
 @pytest.mark.parametrize(

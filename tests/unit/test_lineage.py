@@ -10,7 +10,15 @@ import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME
 
 from aeflow.tracking import lineage
-from aeflow.tracking.reproduce import Row, compare, compared_keys, format_table, mismatched_params
+from aeflow.tracking.reproduce import (
+    Row,
+    basis_for,
+    compare,
+    compared_keys,
+    format_table,
+    judge,
+    mismatched_params,
+)
 from aeflow.tracking.runs import source_changes
 
 
@@ -73,14 +81,17 @@ def test_the_table_shows_every_value_and_the_verdict():
         {"test/mse": 0.012345678901, "test/ssim": 0.8},
         ["test/mse", "test/ssim"],
     )
-    table = format_table(rows, 0.0)
+    same = basis_for(same_numerics=True, rtol=None, seeds=0)
+    table = format_table(rows, judge(rows, same), same)
     lines = table.splitlines()
     assert lines[0].split() == ["metric", "original", "reproduced", "difference", "match"]
     assert lines[1].split() == ["test/mse", "0.0123456789", "0.0123456789", "0", "yes"]
     assert lines[2].split() == ["test/ssim", "0.9", "0.8", "-0.1", "NO"]
-    assert lines[-1] == "NOT reproduced: 1 of 2 test metrics differ (exact)"
+    assert lines[-1] == "NOT reproduced: 1 of 2 test metrics differ (same numerics fingerprint: exact)"
+    rtol = basis_for(same_numerics=False, rtol=1e-6, seeds=0)
     assert (
-        format_table(rows[:1], 1e-6).splitlines()[-1] == "reproduced: all 1 test metrics match (rtol 1e-06)"
+        format_table(rows[:1], judge(rows[:1], rtol), rtol).splitlines()[-1]
+        == "exact: all 1 test metrics match (rtol 1e-06)"
     )
 
 
@@ -132,3 +143,13 @@ def test_the_logged_config_carries_no_credentials(tiny_cfg):
     tiny_cfg.mlflow.tracking_uri = "https://user:secret@mlflow.example.org"
     text = lineage.logged_config(tiny_cfg)
     assert "secret" not in text and "***@mlflow.example.org" in text
+
+
+def test_a_metric_the_seeds_do_not_move_passes_only_within_rounding():
+    from aeflow.tracking.reproduce import with_spread
+
+    seeds = [{"pca/ssim": 0.8373687814}, {"pca/ssim": 0.8373687814}]
+    rounded = with_spread([Row("pca/ssim", 0.8373687807, 0.8373687814)], seeds)
+    assert rounded[0].within_spread  # another kernel family's rounding, 1e-9 relative
+    changed = with_spread([Row("pca/ssim", 0.8364, 0.8373687814)], seeds)
+    assert not changed[0].within_spread  # a real change, 1e-3 relative
