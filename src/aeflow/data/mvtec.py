@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +33,12 @@ import torch
 from PIL import Image, ImageOps
 
 from aeflow.data import pack
-from aeflow.data.folder import IMAGE_SUFFIXES, SPLITS, FolderIndex, hashed_split
-from aeflow.data.pack import MANIFEST, PackSpec
+from aeflow.data.folder import IMAGE_SUFFIXES, FolderIndex, hashed_split
+from aeflow.data.pack import PackSpec
 from aeflow.data.packed_splits import PackedSplits, _tensor
 from aeflow.data.schema import MVTEC_DATA
 from aeflow.errors import ConfigError, DataError
-from aeflow.io import atomic_path, remove_temporaries, write_json
+from aeflow.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -174,38 +173,19 @@ def pack_mvtec(
     """
     source, out_dir = Path(source), Path(out_dir)
     index = scan_mvtec(source, spec.val_size, spec.split_seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in remove_temporaries(out_dir):
-        log.info("removed %s, left by an interrupted pack", stale)
-    workers = workers or pack.default_workers()
-    with ExitStack() as stack:
-        bad = _write_masks(source, index, spec, stack.enter_context(atomic_path(out_dir / MASKS_FILE)))
-        pool = None
-        if workers > 1:
-            pool = stack.enter_context(pack.multiprocessing.get_context("spawn").Pool(workers))
-        for split in SPLITS:
-            names = pack.split_files(split)
-            tmp = {key: stack.enter_context(atomic_path(out_dir / name)) for key, name in names.items()}
-            bad += pack._write_split(source, index, split, spec, pool, tmp, progress)
-        if bad:
-            raise DataError(
-                f"{len(bad)} bad image or mask file(s) in {source}; fix or remove them and re-run:\n  "
-                + "\n  ".join(bad)
-            )
-        (out_dir / MANIFEST).unlink(missing_ok=True)  # readers require it: none during the renames
-    manifest = {
-        "format": pack.FORMAT,
-        "kind": KIND,
-        "spec": spec.as_dict(),
-        "shape": list(spec.shape),
-        "classes": index.classes,
-        "counts": index.counts(),
-        "split_folders": index.split_folders,
-        "masks": MASKS_FILE,
-    }
-    write_json(out_dir / MANIFEST, manifest)
-    log.info("packed %s into %s: %s images of %s", source, out_dir, index.counts(), spec.shape)
-    return manifest
+    return pack.write_pack(
+        source,
+        out_dir,
+        index,
+        spec,
+        workers,
+        progress,
+        extra=lambda stack: _write_masks(
+            source, index, spec, stack.enter_context(atomic_path(out_dir / MASKS_FILE))
+        ),
+        manifest_extra={"kind": KIND, "masks": MASKS_FILE},
+        noun="image or mask",
+    )
 
 
 def spec_from_config(data: Mapping[str, Any]) -> PackSpec:

@@ -21,7 +21,7 @@ import json
 import logging
 import multiprocessing
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -262,12 +262,31 @@ def pack_folder(
     source, out_dir = Path(source), Path(out_dir)
     index = scan_folder(source, spec.val_size, spec.test_size, spec.split_seed)
     check_shape(source, index, spec)
+    return write_pack(source, out_dir, index, spec, workers, progress)
+
+
+def write_pack(
+    source: Path,
+    out_dir: Path,
+    index: FolderIndex,
+    spec: PackSpec,
+    workers: int | None,
+    progress: bool,
+    extra: Callable[[ExitStack], list[str]] | None = None,
+    manifest_extra: Mapping[str, Any] | None = None,
+    noun: str = "image",
+) -> dict:
+    """Decode every split of `index` into `out_dir`, all or nothing; return the manifest.
+
+    `extra(stack)` writes further files inside the same transaction (atomic paths entered on
+    `stack`) and returns its bad files; `manifest_extra` adds keys to the manifest.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in remove_temporaries(out_dir):
         log.info("removed %s, left by an interrupted pack", stale)
     workers = workers or default_workers()
-    bad: list[str] = []
     with ExitStack() as stack:
+        bad: list[str] = extra(stack) if extra is not None else []
         pool = None
         if workers > 1:
             # spawn, not fork: the caller may hold threads (torch, tqdm's monitor) that fork would copy.
@@ -278,7 +297,7 @@ def pack_folder(
             bad += _write_split(source, index, split, spec, pool, tmp, progress)
         if bad:
             raise DataError(
-                f"{len(bad)} bad image file(s) in {source}; fix or remove them and re-run:\n  "
+                f"{len(bad)} bad {noun} file(s) in {source}; fix or remove them and re-run:\n  "
                 + "\n  ".join(bad)
             )
         # Readers require the manifest: none while the arrays are being renamed into place.
@@ -290,6 +309,7 @@ def pack_folder(
         "classes": index.classes,
         "counts": index.counts(),
         "split_folders": index.split_folders,
+        **(manifest_extra or {}),
     }
     write_json(out_dir / MANIFEST, manifest)
     log.info("packed %s into %s: %s images of %s", source, out_dir, index.counts(), spec.shape)
