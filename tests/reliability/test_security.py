@@ -238,7 +238,7 @@ def test_no_secret_in_any_file_the_pipeline_writes_or_any_mlflow_record(tiny_dat
     server = start_mlflow_server(server_root, port)
     try:
         outputs = ""
-        for stage in ("train", "evaluate", "visualize"):
+        for stage in ("baselines", "train", "evaluate", "package", "visualize"):
             proc = run_stage(project, stage, **secrets)
             assert proc.returncode == 0, f"{stage}:\n{proc.stderr[-3000:]}"
             outputs += proc.stdout + proc.stderr

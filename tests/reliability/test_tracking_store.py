@@ -19,7 +19,6 @@ from tests.helpers import start_mlflow_server, stop_server
 from tests.reliability.conftest import (
     TINY,
     free_port,
-    logged_models,
     run_stage,
     stage_env,
     write_params,
@@ -184,7 +183,8 @@ def test_server_lost_mid_run_keeps_the_checkpoints_and_the_next_run_finishes(tmp
         [run] = client.search_runs([client.get_experiment_by_name("autoencoder").experiment_id])
         assert run.info.status == "FINISHED"
         assert run.data.tags["aeflow.resumed_after_epoch"] == str(epochs)
-        assert logged_models(client, run.info.run_id) == {"model"}
+        # The summary metrics the lost server missed (the model is the package stage's to log).
+        assert {"best_val_loss", "train_time_s"} <= set(run.data.metrics)
         assert not list((project / ".resume").glob("*/*.ckpt"))
     finally:
         stop_server(server, crash=True)

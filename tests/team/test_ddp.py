@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from aeflow.config.params import compose
 from aeflow.models.weights import load_weights
+from aeflow.serving import package
 from aeflow.serving import pyfunc as serving
 from tests.conftest import REPO, make_synthetic_idx
 from tests.team.conftest import run
@@ -19,7 +20,7 @@ from tests.team.conftest import run
 pytestmark = pytest.mark.slow
 
 
-def test_two_process_ddp_logs_once_and_the_model_loads(tmp_path: Path):
+def test_two_process_ddp_logs_once_and_the_model_loads(tmp_path: Path, monkeypatch):
     files = make_synthetic_idx(tmp_path / "data", n_train=200)
     cfg = compose(
         [
@@ -60,6 +61,9 @@ def test_two_process_ddp_logs_once_and_the_model_loads(tmp_path: Path):
     trained = json.loads((tmp_path / "metrics/train.json").read_text())
     assert trained["epochs"] == 2 and np.isfinite(trained["best_val_loss"])
     model = load_weights(cfg, tmp_path / "models/best.ckpt")
+    # The package stage's work on the DDP checkpoint: the MLflow model lands in the one run.
+    monkeypatch.chdir(tmp_path)
+    package.from_config(cfg)
     mlflow.set_tracking_uri(uri)  # runs:/ URIs resolve against the global store
     served = mlflow.pyfunc.load_model(f"runs:/{run_info['run_id']}/model")
     x = np.random.default_rng(0).random((3, 784), dtype=np.float32)

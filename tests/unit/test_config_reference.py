@@ -81,3 +81,26 @@ def test_a_comment_above_a_key_in_conf_is_its_description():
     )
     assert header == "The file."
     assert notes == {"section.a": "What a does. and more"}
+
+
+def undescribed(page: str) -> list[str]:
+    """`conf/<file>: key` for each row of the page whose last cell ("what it does") is empty."""
+    missing: list[str] = []
+    current = None
+    for line in page.splitlines():
+        if heading := re.match(r"^### `(conf/\S+\.yaml)`$", line):
+            current = heading[1]
+        elif current and (row := re.match(r"^\| `([^`]+)` \|", line)):
+            cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]  # `\|` is a pipe inside a cell
+            if cells[-1].strip() in ("", "–"):
+                missing.append(f"{current}: {row[1]}")
+    return missing
+
+
+def test_every_key_of_every_conf_file_says_what_it_does(page):
+    assert reference_keys(page), "no tables found in the reference"
+    missing = undescribed(page)
+    assert not missing, (
+        f"{len(missing)} key(s) with no description; add a comment above the key in its conf/ file "
+        "(or an `Args:` entry to the docstring of the class its `_target_` names):\n" + "\n".join(missing)
+    )

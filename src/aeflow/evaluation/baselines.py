@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aeflow.config.schema import EvaluateConfig
 from aeflow.data.folder import has_labels
+from aeflow.errors import DataError
 from aeflow.evaluation import metrics as M
 from aeflow.evaluation import protocols, streaming
 from aeflow.evaluation.pca import PCA
@@ -68,6 +69,12 @@ class Baselines:
     def load(cls, folder: str | os.PathLike) -> Baselines:
         """What `write` wrote."""
         folder = Path(folder)
+        missing = [f for f in (METRICS_FILE, SCORES_FILE, PCA_FILE) if not (folder / f).is_file()]
+        if missing:
+            raise DataError(
+                f"{folder}/ lacks {', '.join(missing)}: the baselines stage writes them "
+                "(`dvc repro baselines`, or `python -m aeflow.stages.baselines` outside DVC)"
+            )
         saved = json.loads((folder / METRICS_FILE).read_text())
         with np.load(folder / SCORES_FILE, allow_pickle=False) as data:
             scores = {k: torch.from_numpy(data[k]) for k in data.files}

@@ -8,11 +8,12 @@ to turn them off.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import mlflow
+log = logging.getLogger(__name__)
 
 ENABLE_ENV = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"
 
@@ -22,15 +23,24 @@ def enabled() -> bool:
 
 
 @contextmanager
-def logged(run_id: str | None) -> Iterator[None]:
+def logged(run_id: str | None, tracking_uri: str | None = None) -> Iterator[None]:
     """Sample system metrics into run `run_id` while the block runs (nothing when `run_id` is None).
 
-    The run is made MLflow's active run for the block, which is how MLflow
-    attaches its monitor; the run ends (FINISHED, or FAILED on an exception)
-    as the block ends, as the Lightning logger's run does after `fit`.
+    MLflow's own monitor, attached to the run without making it the active run: the run's
+    status stays the training's to set. Losing the store while sampling only loses samples;
+    whatever the block raises or returns is what the caller sees.
     """
     if run_id is None or not enabled():
         yield
         return
-    with mlflow.start_run(run_id=run_id, log_system_metrics=True):
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, resume_logging=True, tracking_uri=tracking_uri)
+    monitor.start()
+    try:
         yield
+    finally:
+        try:
+            monitor.finish()
+        except Exception as exc:  # noqa: BLE001 (the training's own logging reports a lost store)
+            log.warning("System metrics of run %s not flushed: %s", run_id, exc)

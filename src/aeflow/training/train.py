@@ -75,7 +75,7 @@ def train(
         logger = TolerantMLFlowLogger(
             experiment_name=cfg.mlflow.experiment_name, tracking_uri=uri, run_id=run_id
         )
-        with system_metrics.logged(run_id if rank_zero else None):  # CPU, memory, GPU while fitting
+        with system_metrics.logged(run_id if rank_zero else None, uri):  # CPU, memory, GPU while fitting
             fitted = fit(
                 cfg,
                 model,

@@ -1,0 +1,46 @@
+"""System metrics while training: sampled into the run, and a lost store never decides the outcome."""
+
+from __future__ import annotations
+
+import time
+
+import mlflow
+import pytest
+
+from aeflow.tracking import system
+
+
+def test_samples_land_in_the_run_and_leave_its_status_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("system")).info.run_id
+    with system.logged(run_id, uri):
+        time.sleep(1.0)
+    run = client.get_run(run_id)
+    assert "system/cpu_utilization_percentage" in run.data.metrics, sorted(run.data.metrics)
+    assert run.info.status == "RUNNING"  # the training ends its run, not the monitor
+    assert mlflow.active_run() is None
+
+
+def test_the_block_s_own_error_comes_through_when_the_store_is_gone(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    client = mlflow.MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("system")).info.run_id
+    with pytest.raises(KeyError, match="the block's"), system.logged(run_id, uri):
+        db.unlink()
+        (tmp_path / "mlflow.db").mkdir()  # the store cannot be opened any more
+        raise KeyError("the block's")
+
+
+def test_nothing_is_sampled_when_switched_off(tmp_path, monkeypatch):
+    monkeypatch.setenv(system.ENABLE_ENV, "false")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("system")).info.run_id
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")
+    with system.logged(run_id, uri):
+        time.sleep(0.5)
+    assert not [k for k in client.get_run(run_id).data.metrics if k.startswith("system/")]
