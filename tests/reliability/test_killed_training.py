@@ -210,12 +210,6 @@ def uninterrupted(tmp_path_factory, tiny_data):
 
 
 @THROUGH_MLFLOW
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: a run resumed after a mid-epoch crash ends with a best.ckpt that differs from "
-    "the uninterrupted run's since batches come through a real DataLoader (BatchIndices); the resume "
-    "itself (same run, epochs 1 and 2 only) works",
-)
 def test_crashed_run_resumes_to_the_same_weights_in_the_same_run(uninterrupted, tiny_data, tmp_path, caplog):
     ref_cfg, ref = uninterrupted
     cfg = tiny(tmp_path, tiny_data)

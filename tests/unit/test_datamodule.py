@@ -116,3 +116,18 @@ def test_trainer_shuffles_each_epoch_with_the_modules_sampler(synthetic_data):
         expected.sampler.set_epoch(epoch)
         assert model.seen[epoch] == sum((y.tolist() for _, y in expected), [])
     assert model.seen[0] != model.seen[1]
+
+
+def test_an_epoch_s_order_is_drawn_at_its_first_batch_not_when_the_iterator_is_made():
+    # Lightning makes a resumed run's first iterator before it calls set_epoch (fit_loop.setup_data).
+    from aeflow.data.datamodule import BatchIndices, TensorBatches
+
+    data = TensorBatches(torch.zeros(50, 2, 2, dtype=torch.uint8), torch.zeros(50, dtype=torch.long))
+    sampler = BatchIndices(data, batch_size=8, shuffle=True, seed=3)
+    early = iter(sampler)
+    sampler.set_epoch(1)
+    fresh = BatchIndices(data, batch_size=8, shuffle=True, seed=3)
+    fresh.set_epoch(1)
+    assert [b.tolist() for b in early] == [b.tolist() for b in fresh]
+    sampler.set_epoch(0)
+    assert [b.tolist() for b in sampler] != [b.tolist() for b in fresh]

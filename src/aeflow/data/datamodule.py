@@ -84,8 +84,10 @@ class BatchIndices(DistributedSampler):
         return -(-(self.n // self.num_replicas) // self.batch_size)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        idx = self._indices()
-        return iter(idx.split(self.batch_size))
+        # A generator: the order is drawn at the first batch, not when the DataLoader's iterator is
+        # made. Lightning makes a resumed run's first iterator before it calls `set_epoch`, so an
+        # eager order would replay epoch 0's batches in the resumed epoch.
+        yield from self._indices().split(self.batch_size)
 
 
 def _whole_batch(batch: Batch) -> Batch:

@@ -36,6 +36,19 @@ class Autoencoder(pl.LightningModule):
 
     `forward` returns reconstructions in [0, 1]; `encode` returns codes. The
     plain network is what evaluation and serving load (`aeflow.models.weights`).
+
+    Args:
+        encoder: The network from images to codes (`model.encoder`).
+        decoder: The network from codes to logits (`model.decoder`).
+        optimizer: Builds the optimizer from the parameters (the `optimizer:` group, injected).
+        latent_dim: Units of the code each image is compressed to; the encoder and decoder read
+            theirs from it, and the baselines compare with PCA keeping as many components.
+        loss: The reconstruction loss, a mean per pixel: `mse` (squared error of the sigmoid
+            outputs) or `bce` (binary cross-entropy on the logits).
+        scheduler: Builds the learning-rate schedule from the optimizer (`scheduler.lr_scheduler`,
+            injected; None: a constant learning rate).
+        scheduler_interval: When the schedule steps: `step` (every optimizer step) or `epoch`
+            (`scheduler.interval`, injected).
     """
 
     # Steps between checks that the loss is finite (FiniteLossCheck); None: every step on
@@ -144,6 +157,14 @@ class DenoisingAutoencoder(Autoencoder):
     "mask" sets each pixel to 0 with probability `noise_level`. The corruption
     is applied in training_step only: `forward`, validation and test see clean
     images, so the evaluate stage scores clean reconstructions.
+
+    Args:
+        noise: The corruption of the training inputs: `gaussian` (add N(0, noise_level^2) to every
+            pixel, clip to [0, 1]) or `mask` (set each pixel to 0 with probability noise_level).
+        noise_level: The Gaussian noise's standard deviation (>= 0) or the masking probability
+            (in [0, 1)), on pixels scaled to [0, 1].
+
+    The other arguments are Autoencoder's.
     """
 
     def __init__(

@@ -69,7 +69,17 @@ def mlp(
 
 
 class MLPEncoder(nn.Module):
-    """(B, C, H, W) images -> (B, latent_dim) codes through dense layers."""
+    """(B, C, H, W) images -> (B, latent_dim) codes through dense layers.
+
+    Args:
+        in_features: Inputs per image, C * H * W of the data (each image is flattened).
+        hidden: Widths of the hidden layers from the input towards the code, e.g. [1000, 500, 250].
+        latent_dim: Units of the code, the width of the last layer.
+        activation: The activation after every hidden layer.
+        code_activation: The activation of the code, after the last layer (`identity`: a linear code).
+        norm: Normalisation after every hidden layer, before its activation: `none`, `batch`
+            (BatchNorm1d) or `layer` (LayerNorm); never after the code.
+    """
 
     def __init__(
         self,
@@ -93,6 +103,18 @@ class MLPDecoder(nn.Module):
     `out_channels` and `image_size` (a side or [H, W]) give the image shape, C * H * W =
     `out_features`. Without `image_size` (configs that predate it) the shape is inferred:
     a square grey image when `out_features` is a square number, else plain (B, out_features) vectors.
+
+    Args:
+        latent_dim: Units of the code it decodes.
+        hidden: Widths of the hidden layers from the code towards the output, e.g. [250, 500, 1000]
+            (the encoder's, reversed).
+        out_features: Outputs per image, C * H * W: the encoder's in_features.
+        activation: The activation after every hidden layer; the output layer has none (logits).
+        norm: Normalisation after every hidden layer, before its activation: `none`, `batch`
+            (BatchNorm1d) or `layer` (LayerNorm); never after the output layer.
+        out_channels: Channels C of the image the outputs form.
+        image_size: Side S (S x S) or [H, W] of the image the outputs form, with out_channels *
+            H * W = out_features (null: inferred from out_features).
     """
 
     def __init__(
@@ -131,6 +153,18 @@ class ConvEncoder(nn.Module):
 
     Each conv halves both sides, rounding up (28 -> 14 -> 7 with two layers); `channels`
     lists the output channels of each. `image_size` is a side S (S x S) or [H, W].
+
+    Args:
+        in_channels: Channels C of the input images (1: grey, 3: RGB).
+        image_size: Side S (S x S) or [H, W] of the input images; each side must leave every
+            convolution at least 2 pixels to halve.
+        channels: Output channels of each stride-2 3x3 convolution in order, e.g. [32, 64]; each
+            convolution halves both sides, rounding up.
+        latent_dim: Units of the code, the output of the linear layer after the convolutions.
+        activation: The activation after every convolution.
+        code_activation: The activation of the code, after the linear layer (`identity`: a linear code).
+        norm: Normalisation after every convolution, before its activation: `none`, `batch`
+            (BatchNorm2d) or `layer` (GroupNorm with one group); never after the code.
     """
 
     def __init__(
@@ -170,6 +204,17 @@ class ConvDecoder(nn.Module):
     Mirrors ConvEncoder: `channels` is given in the encoder's order (e.g. [32, 64])
     and walked backwards, each transposed convolution doubling both sides; the
     output is cropped to `image_size` (S or [H, W]) where the encoder rounded odd sides up.
+
+    Args:
+        latent_dim: Units of the code it decodes.
+        channels: The encoder's channels in the encoder's order, walked backwards: one stride-2
+            transposed convolution per entry, each doubling both sides.
+        out_channels: Channels C of the output image: the encoder's in_channels.
+        image_size: Side S (S x S) or [H, W] of the output image: the encoder's image_size.
+        activation: The activation after the linear layer and after every transposed convolution
+            but the last, which returns logits.
+        norm: Normalisation after every transposed convolution but the last, before its
+            activation: `none`, `batch` (BatchNorm2d) or `layer` (GroupNorm with one group).
     """
 
     def __init__(
