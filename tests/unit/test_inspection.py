@@ -23,6 +23,15 @@ from aeflow.evaluation.pca import PCA
 from tests.helpers import REPO
 
 
+def conf_node() -> dict:
+    """evaluate.inspection as conf/ composes it."""
+    return dict(compose([], REPO / "conf").evaluate.inspection)
+
+
+def settings(**overrides) -> InspectionConfig:
+    return InspectionConfig.from_mapping({**conf_node(), **overrides})
+
+
 def test_gram_pca_equals_the_covariance_pca():
     images = torch.randint(0, 256, (30, 2, 5, 5), dtype=torch.uint8)
     gram = fit_pca_baseline(images, 6, max_images=100)
@@ -53,7 +62,7 @@ def test_pca_maps_find_the_generated_defects_and_ssim_the_structural_ones(packed
     splits.setup()
     images, labels = splits.splits["test"]
     pca = fit_pca_baseline(splits.splits["train"][0], 16, 1000)
-    config = InspectionConfig(batch_size=7)  # batches that do not divide the split
+    config = settings(batch_size=7)  # batches that do not divide the split
     result = evaluate_inspection(
         {"pca": pca_reconstruct(pca)}, images, splits.test_masks(), labels, splits.defect_types, config
     )
@@ -68,7 +77,7 @@ def test_pca_maps_find_the_generated_defects_and_ssim_the_structural_ones(packed
 
 def test_a_model_that_copies_its_input_finds_nothing(packed):
     cfg, splits = packed
-    result = inspect_model(torch.nn.Identity(), splits, InspectionConfig(maps=("l2",)), seed=cfg.seed)
+    result = inspect_model(torch.nn.Identity(), splits, settings(maps=["l2"]), seed=cfg.seed)
     # Every map is 0: every pixel ties, so the ranking is chance.
     assert result.metrics["ae_l2"]["all"]["pixel_auroc"] == pytest.approx(0.5)
     assert result.metrics["ae_l2"]["all"]["image_auroc"] == pytest.approx(0.5)
@@ -92,6 +101,13 @@ def test_the_preset_fits_its_data():
 )
 def test_bad_inspection_settings_are_named(node, message):
     with pytest.raises(ConfigError, match=message):
+        InspectionConfig.from_mapping({**conf_node(), **node})
+
+
+def test_a_missing_inspection_setting_is_named_not_defaulted():
+    node = conf_node()
+    del node["top_k"]
+    with pytest.raises(ConfigError, match=r"missing key\(s\) \['top_k'\]"):
         InspectionConfig.from_mapping(node)
 
 
@@ -125,7 +141,7 @@ def test_the_preset_trains_on_a_packed_category_and_is_inspected(packed):
         enable_model_summary=False,
     )
     trainer.fit(model, datamodule=datamodule)
-    result = inspect_model(model.net, splits, InspectionConfig(pca_components=4), seed=cfg.seed)
+    result = inspect_model(model.net, splits, settings(pca_components=4), seed=cfg.seed)
     assert set(result.metrics) == {"ae_l2", "ae_ssim", "pca_l2", "pca_ssim"}
     assert 0 <= result.metrics["ae_ssim"]["all"]["aupro"] <= 1
     assert len(result.image_scores["ae_ssim"]) == len(splits.splits["test"][1])

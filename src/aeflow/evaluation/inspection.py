@@ -41,15 +41,16 @@ class InspectionConfig:
     pca_fit_images: the PCA baseline; batch_size: test images per batch.
     """
 
-    maps: tuple[str, ...] = MAP_KINDS
-    ssim_window: int = 11
-    smoothing_sigma: float = 0.0
-    image_score: str = "max"
-    top_k: float = 0.01
-    n_bins: int = 1000
-    pca_components: int = 32
-    pca_fit_images: int = 1000
-    batch_size: int = 32
+    # No defaults here: they live in conf/config.yaml (evaluate.inspection), the one place for them.
+    maps: tuple[str, ...]
+    ssim_window: int
+    smoothing_sigma: float
+    image_score: str
+    top_k: float
+    n_bins: int
+    pca_components: int
+    pca_fit_images: int
+    batch_size: int
 
     @classmethod
     def from_mapping(cls, node: Mapping[str, Any] | None) -> InspectionConfig:
@@ -59,6 +60,9 @@ class InspectionConfig:
         unknown = sorted(set(node) - set(allowed))
         if unknown:
             raise ConfigError(f"evaluate.inspection: unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
+        missing = [k for k in allowed if k not in node]
+        if missing:
+            raise ConfigError(f"evaluate.inspection: missing key(s) {missing} (conf/config.yaml sets each)")
         if "maps" in node:
             node["maps"] = tuple(node["maps"])
         out = cls(**node)
