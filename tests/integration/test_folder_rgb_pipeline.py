@@ -85,7 +85,7 @@ def test_label_metrics_are_absent_and_the_note_says_why(project):
 def test_report_names_the_data_and_shows_colour_figures(project):
     project, images = project
     html = (project / "reports/report.html").read_text()
-    assert f"your images in {images}, {HEIGHT}x{WIDTH} RGB (3 channel(s))" in html
+    assert f"your images, {HEIGHT}x{WIDTH} RGB (3 channel(s))" in html
     assert "MNIST digits" not in html
     inlined = [base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
     figures = project / "plots/figures"
@@ -102,7 +102,7 @@ def test_mlflow_run_describes_the_data_and_serves_rgb_images(project):
     client = mlflow.MlflowClient()
     (run_,) = client.search_runs([client.get_experiment_by_name("autoencoder").experiment_id])
     assert run_.data.tags[f"evaluate.{SKIPPED}"] == UNLABELLED_NOTE
-    assert f"your images in {images}, {HEIGHT}x{WIDTH} RGB" in run_.data.tags["mlflow.note.content"]
+    assert f"your images, {HEIGHT}x{WIDTH} RGB" in run_.data.tags["mlflow.note.content"]
     assert not any(key.startswith(("pixels/", "test/knn")) for key in run_.data.metrics)
     model = mlflow.pyfunc.load_model(f"runs:/{run_.info.run_id}/model")
     assert tuple(model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, VALUES)

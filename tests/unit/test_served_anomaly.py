@@ -131,7 +131,11 @@ def test_the_package_holds_what_is_served_and_the_encode_command_finds_its_detec
     assert sorted(p.name for p in served.iterdir()) == sorted(
         [package.CONFIG, package.DETECTOR, package.ONNX, package.WEIGHTS]
     )
-    assert sorted(p.name for p in (served / package.ONNX).iterdir()) == ["decoder.onnx", "encoder.onnx"]
+    assert sorted(p.name for p in (served / package.ONNX).iterdir()) == [
+        "anomaly_map.onnx",
+        "decoder.onnx",
+        "encoder.onnx",
+    ]
     # The logged MLflow model carries the package's detector.
     assert next(folder.rglob("detector.json")).read_text() == (served / package.DETECTOR).read_text()
     # The pipeline's best checkpoint is served with the package's detector; another checkpoint

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aeflow.data.schema import PACKED_DATA
 from aeflow.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -164,11 +165,15 @@ def _index(entries: Iterable[tuple[str, str, str | None]], given: list[str]) -> 
 
 
 def describe(data: Mapping[str, Any]) -> str:
-    """A `data:` config section in words, for the report and the MLflow run's description: the
-    folder, image size and channels for data=folder (a `path` key); the data set's name otherwise."""
-    if "path" not in data:
+    """A `data:` config section in words, for the report and the MLflow run's description: image
+    size and channels for your own images (data=folder or data=mvtec), the data set's name otherwise.
+
+    Not the folder (data.path): where the images were is the download stage's input, not a setting
+    of the stages that describe the run; the data's digest says which images they were.
+    """
+    if data.get("_target_") not in PACKED_DATA:
         return str(data.get("name", "?"))
     height, width = data.get("image_size", (28, 28))
     channels = int(data.get("channels", 1))
     colour = "RGB" if channels == 3 else "grey"
-    return f"your images in {data['path']}, {height}x{width} {colour} ({channels} channel(s))"
+    return f"your images, {height}x{width} {colour} ({channels} channel(s))"

@@ -17,6 +17,7 @@ to one noisy pixel).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -69,10 +70,19 @@ def _separable(maps: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     measured 6x faster on one CPU thread than two 1-D convolutions, which do H (or W) / k times
     fewer multiply-adds but without BLAS.
     """
-    height, width = maps.shape[-2:]
-    rows = blur_matrix(height, window).to(maps.dtype)
-    cols = blur_matrix(width, window).to(maps.dtype).T
+    height, width = (int(side) for side in maps.shape[-2:])  # tensors while traced: not cache keys
+    key = tuple(window.tolist())
+    rows = _blur(height, key).to(maps.dtype)
+    cols = _blur(width, key).to(maps.dtype).T
     return rows @ maps @ cols
+
+
+@functools.lru_cache(maxsize=8)
+def _blur(n: int, window: tuple[float, ...]) -> torch.Tensor:
+    """blur_matrix(n, window), built once per size and window: every batch reuses it, and a graph
+    traced after one eager call (aeflow.serving.onnx_export) holds it as a constant rather than
+    as its index_add_ steps, which ONNX export gets wrong (duplicate indices)."""
+    return blur_matrix(n, torch.tensor(window, dtype=torch.float64))
 
 
 def l2_map(images: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
@@ -80,25 +90,38 @@ def l2_map(images: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     return (images - recon).pow(2).mean(1).sqrt()
 
 
-def ssim_map(images: torch.Tensor, recon: torch.Tensor, window: int = 11, chunk: int = 8) -> torch.Tensor:
+def ssim_map(
+    images: torch.Tensor, recon: torch.Tensor, window: int = 11, chunk: int | None = 8
+) -> torch.Tensor:
     """(B, H, W): (1 - SSIM) / 2 per pixel, averaged over channels; inputs (B, C, H, W) in [0, 1].
 
     A side smaller than `window` uses a uniform window as large as fits. Computed `chunk`
     images at a time: the SSIM terms take about 15 copies of the images they are computed on.
+    `chunk=None`: the whole batch at once, for a traced graph (ONNX), whose slices would keep
+    the traced batch size.
     """
     side = min(images.shape[-2:])
     kernel = _window(window, 1.5 * window / 11) if side >= window else _window(side - (1 - side % 2), None)
+    if chunk is None:
+        return _ssim_chunk(images, recon, kernel)
+    return torch.cat(
+        [
+            _ssim_chunk(images[start : start + chunk], recon[start : start + chunk], kernel)
+            for start in range(0, len(images), chunk)
+        ]
+    )
+
+
+def _ssim_chunk(images: torch.Tensor, recon: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """ssim_map of one chunk, with the 1-D window `kernel`."""
     c1, c2 = SSIM_K1**2, SSIM_K2**2
-    out = []
-    for start in range(0, len(images), chunk):
-        x, y = images[start : start + chunk].float(), recon[start : start + chunk].float()
-        mu_x, mu_y, xx, yy, xy = (_separable(m, kernel) for m in (x, y, x * x, y * y, x * y))
-        var_x = (xx - mu_x * mu_x).clamp_min(0.0)
-        var_y = (yy - mu_y * mu_y).clamp_min(0.0)
-        cov = xy - mu_x * mu_y
-        ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-        out.append(((1 - ssim) / 2).clamp(0.0, 1.0).mean(1))
-    return torch.cat(out)
+    x, y = images.float(), recon.float()
+    mu_x, mu_y, xx, yy, xy = (_separable(m, kernel) for m in (x, y, x * x, y * y, x * y))
+    var_x = (xx - mu_x * mu_x).clamp_min(0.0)
+    var_y = (yy - mu_y * mu_y).clamp_min(0.0)
+    cov = xy - mu_x * mu_y
+    ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ((1 - ssim) / 2).clamp(0.0, 1.0).mean(1)
 
 
 def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -110,10 +133,22 @@ def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return _separable(maps, _window(2 * radius + 1, sigma))
 
 
-def anomaly_map(images: torch.Tensor, recon: torch.Tensor, settings: MapSettings) -> torch.Tensor:
-    """(B, H, W) float32 map in [0, 1] of `settings.kind`, smoothed by `settings.sigma`."""
-    raw = l2_map(images, recon) if settings.kind == "l2" else ssim_map(images, recon, settings.window)
+def anomaly_map(
+    images: torch.Tensor, recon: torch.Tensor, settings: MapSettings, chunk: int | None = 8
+) -> torch.Tensor:
+    """(B, H, W) float32 map in [0, 1] of `settings.kind`, smoothed by `settings.sigma`;
+    `chunk`: images per SSIM step (see ssim_map)."""
+    raw = l2_map(images, recon) if settings.kind == "l2" else ssim_map(images, recon, settings.window, chunk)
     return smooth(raw.float(), settings.sigma)
+
+
+def model_map(
+    reconstruct: Reconstruct, images: torch.Tensor, settings: MapSettings, chunk: int | None = 8
+) -> torch.Tensor:
+    """(B, H, W) map of float images (B, C, H, W) in [0, 1] against their reconstruction, clamped
+    into [0, 1] as batched_maps clamps it: what the served model and its ONNX graph answer."""
+    recon = reconstruct(images).float().clamp(0.0, 1.0).reshape_as(images)
+    return anomaly_map(images, recon, settings, chunk)
 
 
 def image_scores(maps: torch.Tensor, settings: MapSettings) -> torch.Tensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -116,6 +116,8 @@ class InspectionResult:
 
     metrics: dict[str, dict[str, dict[str, float]]]
     image_scores: dict[str, np.ndarray]  # (N,) per method, in test order: for the report's extremes
+    # Per method: the image ROC, pixel ROC and PRO curve points (PixelAccumulator.curves), for the report
+    curves: dict[str, dict] = field(default_factory=dict)
 
     def flat(self) -> dict[str, float]:
         return {
@@ -139,6 +141,7 @@ def evaluate_inspection(
     settings = config.settings()
     out: dict[str, dict[str, dict[str, float]]] = {}
     scores: dict[str, np.ndarray] = {}
+    curves: dict[str, dict] = {}
     for prefix, reconstruct in reconstructs.items():
         accumulators = [PixelAccumulator(types, config.n_bins) for _ in settings]
         for rows, _, _, maps in batched_maps(reconstruct, images, settings, config.batch_size):
@@ -148,8 +151,9 @@ def evaluate_inspection(
             method = f"{prefix}_{s.kind}"
             out[method] = acc.metrics()
             scores[method] = np.concatenate(acc.scores)
+            curves[method] = acc.curves()
             log.info("%s: %s", method, {k: round(v, 4) for k, v in out[method]["all"].items()})
-    return InspectionResult(out, scores)
+    return InspectionResult(out, scores, curves)
 
 
 def inspect_model(

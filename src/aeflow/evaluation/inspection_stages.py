@@ -95,6 +95,7 @@ def evaluate(cfg: Any, model: torch.nn.Module) -> tuple[dict, dict]:
         "extremes": {method: extremes(s, labels_np, types) for method, s in result.image_scores.items()},
         "scores": {method: np.round(s, 6).tolist() for method, s in result.image_scores.items()},
         "settings": OmegaConf.to_container(cfg.evaluate.inspection, resolve=True),
+        "curves": result.curves,  # the report's ROC and PRO figures
     }
     return {INSPECTION: result.metrics}, {INSPECTION: details}
 

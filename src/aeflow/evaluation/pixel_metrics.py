@@ -83,24 +83,53 @@ class PixelAccumulator:
 
     def metrics(self) -> dict[str, dict[str, float]]:
         """{'all' or defect type: {metric: value}} (see the module docstring)."""
-        scores, labels = np.concatenate(self.scores), np.concatenate(self.labels)
+        labels = np.concatenate(self.labels)
         groups = {ALL: [i for i in range(len(self.types)) if i != GOOD_LABEL]}
         groups |= {self.types[i]: [i] for i in range(len(self.types)) if i != GOOD_LABEL}
         out = {}
         for name, defects in groups.items():
             if not any((labels == d).any() for d in defects):
                 continue
-            rows = [GOOD_LABEL, *defects]
-            negatives = self.negatives[rows].sum(0)
-            positives = self.positives[rows].sum(0)
-            pro = self.pro_sums[defects].sum(0) / max(1, self.regions[defects].sum())
-            normal, anomalous = scores[labels == GOOD_LABEL], scores[np.isin(labels, defects)]
+            negatives, positives, pro, normal, anomalous = self._pooled(defects)
             out[name] = {
                 **image_metrics(normal, anomalous),
                 **pixel_metrics(negatives, positives),
                 **aupro(negatives, pro),
             }
         return out
+
+    def curves(self) -> dict[str, list[list[float]]]:
+        """The curves behind the metrics of all test images, each as [xs, ys] (xs rising):
+        `image_roc` and `pixel_roc` (FPR, TPR) from (0, 0) to (1, 1), and `pro` (FPR, mean region
+        overlap) up to FPR 0.3. Their areas are the image AUROC, pixel AUROC and 0.3 * AUPRO."""
+        negatives, positives, pro, normal, anomalous = self._pooled(
+            [i for i in range(len(self.types)) if i != GOOD_LABEL]
+        )
+        return {
+            "image_roc": _points(*image_roc(normal, anomalous)),
+            "pixel_roc": _points(_rates(negatives), _rates(positives)),
+            "pro": _points(*up_to(_rates(negatives), pro[::-1], PRO_FPR_LIMIT)),
+        }
+
+    def _pooled(self, defects: list[int]) -> tuple[np.ndarray, ...]:
+        """(negatives, positives, mean region overlap per edge, normal scores, anomalous scores) of
+        the good images and those of the `defects` labels."""
+        scores, labels = np.concatenate(self.scores), np.concatenate(self.labels)
+        rows = [GOOD_LABEL, *defects]
+        pro = self.pro_sums[defects].sum(0) / max(1, self.regions[defects].sum())
+        return (
+            self.negatives[rows].sum(0),
+            self.positives[rows].sum(0),
+            pro,
+            scores[labels == GOOD_LABEL],
+            scores[np.isin(labels, defects)],
+        )
+
+
+def _points(x: np.ndarray, y: np.ndarray) -> list[list[float]]:
+    """[xs, ys] without repeats of the previous point (empty bins): the same curve, fewer numbers."""
+    keep = np.r_[True, (np.diff(x) != 0) | (np.diff(y) != 0)]
+    return [x[keep].tolist(), y[keep].tolist()]
 
 
 def _at_or_above(hist: np.ndarray) -> np.ndarray:
@@ -115,19 +144,31 @@ def _rates(hist: np.ndarray) -> np.ndarray:
     return counts / max(1.0, counts[-1])
 
 
-def image_metrics(normal: np.ndarray, anomalous: np.ndarray) -> dict[str, float]:
-    """Exact image AUROC and F1-max of per-image scores (higher: more anomalous)."""
-    if len(normal) == 0 or len(anomalous) == 0:
-        return {}
+def _ranked(normal: np.ndarray, anomalous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(true, false positives) flagged at each distinct score taken as the threshold, highest first."""
     scores = np.concatenate([normal, anomalous])
     truth = np.concatenate([np.zeros(len(normal)), np.ones(len(anomalous))])
     order = np.argsort(-scores, kind="stable")
     ends = np.r_[np.flatnonzero(np.diff(scores[order])), len(scores) - 1]  # last of each distinct score
     tp = np.cumsum(truth[order])[ends]
-    fp = ends + 1 - tp
+    return tp, ends + 1 - tp
+
+
+def image_metrics(normal: np.ndarray, anomalous: np.ndarray) -> dict[str, float]:
+    """Exact image AUROC and F1-max of per-image scores (higher: more anomalous)."""
+    if len(normal) == 0 or len(anomalous) == 0:
+        return {}
+    tp, fp = _ranked(normal, anomalous)
     f1 = 2 * tp / (2 * tp + fp + (len(anomalous) - tp))
     auroc = separation(torch.from_numpy(normal), torch.from_numpy(anomalous))[AUROC]
     return {"image_auroc": auroc, "image_f1_max": float(f1.max())}
+
+
+def image_roc(normal: np.ndarray, anomalous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The exact image ROC: (FPR, TPR) at each distinct score, from (0, 0) to (1, 1); tied scores
+    make one diagonal step, so its trapezoidal area is the image AUROC."""
+    tp, fp = _ranked(normal, anomalous)
+    return np.r_[0.0, fp / max(1, len(normal))], np.r_[0.0, tp / max(1, len(anomalous))]
 
 
 def pixel_metrics(negatives: np.ndarray, positives: np.ndarray) -> dict[str, float]:
@@ -157,12 +198,17 @@ def aupro(negatives: np.ndarray, pro: np.ndarray, limit: float = PRO_FPR_LIMIT) 
 
 def area_up_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
     """Trapezoidal area under y(x) for x in [0, limit]; x rising (ties allowed), y linear in between."""
+    return float(np.trapezoid(*up_to(x, y, limit)[::-1]))
+
+
+def up_to(x: np.ndarray, y: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """The points (x, y) with x <= limit, x rising, ending at `limit` on the segment that crosses it."""
     inside = int(np.searchsorted(x, limit, side="right"))  # points with x <= limit
     xs, ys = x[:inside], y[:inside]
     if inside < len(x) and xs[-1] < limit:  # cut the segment that crosses the limit
         x0, x1, y0, y1 = x[inside - 1], x[inside], y[inside - 1], y[inside]
         xs, ys = np.r_[xs, limit], np.r_[ys, y0 + (y1 - y0) * (limit - x0) / (x1 - x0)]
-    return float(np.trapezoid(ys, xs))
+    return xs, ys
 
 
 def flatten(metrics: dict[str, dict[str, float]], prefix: str) -> dict[str, float]:

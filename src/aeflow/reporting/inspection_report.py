@@ -1,6 +1,8 @@
 """The report of a `data=mvtec` run (docs/inspection.md): per-defect tables of the inspection
-metrics, and for each defect type its best and worst found test image, drawn as the image, the
-reconstruction, and the anomaly map over the image, each with the ground-truth outline.
+metrics, for each defect type its best and worst found test image, drawn as the image, the
+reconstruction, and the anomaly map over the image, each with the ground-truth outline, and for
+each method its image ROC, pixel ROC and PRO curve (the evaluate stage's details' `curves`,
+aeflow.evaluation.pixel_metrics.PixelAccumulator.curves).
 
 The images drawn are the evaluate stage's choice (its details' `extremes`): by the image score
 of the model's first map kind, the highest (the clearest find) and the lowest (the worst miss).
@@ -118,6 +120,51 @@ def draw(model: Any, splits: Any, details: Mapping, out: Path) -> list[Figure]:
     return figures
 
 
+CURVES = (  # (key of the details' curves, title, x label, y label, metric shown)
+    ("image_roc", "image ROC", "false-positive rate (good images)", "true-positive rate", "image_auroc"),
+    ("pixel_roc", "pixel ROC", "false-positive rate (good pixels)", "true-positive rate", "pixel_auroc"),
+    ("pro", "PRO curve", "false-positive rate (good pixels)", "mean region overlap", "aupro"),
+)
+
+
+def curve_figure(method: str, curves: Mapping[str, Any], values: Mapping[str, float], path: Path) -> Path:
+    """One method's curves side by side, each titled with the metric it gives (all test images)."""
+    from aeflow.evaluation.pixel_metrics import PRO_FPR_LIMIT
+
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(11, 3.8), layout="constrained")
+    for ax, (key, title, xlabel, ylabel, metric) in zip(axes, CURVES, strict=True):
+        xs, ys = curves[key]
+        ax.plot(xs, ys, color="tab:blue")
+        if key != "pro":
+            ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=0.8)  # chance
+        ax.set_xlim(0, PRO_FPR_LIMIT if key == "pro" else 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{title}: {COLUMNS[metric]} {fmt(values.get(metric))}", fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+    fig.suptitle(method_name(method), fontsize=10)
+    return save_figure(fig, path)
+
+
+def curve_figures(metrics: Mapping, details: Mapping, out: Path) -> list[Figure]:
+    """A curve figure per method, for a details file that holds the curves (else none)."""
+    curves = details.get("curves")
+    if not curves:
+        log.info("inspection details hold no curves: the report draws no ROC or PRO curves")
+        return []
+    figures = []
+    for method, per_method in curves.items():
+        path = curve_figure(
+            method, per_method, metrics[INSPECTION][method]["all"], out / f"curves_{method}.png"
+        )
+        caption = (
+            f"{method_name(method)}: image ROC, pixel ROC and the PRO curve up to a false-positive "
+            "rate of 0.3, over all test images"
+        )
+        figures.append(Figure(path, caption))
+    return figures
+
+
 def from_config(cfg: Any) -> list[Path]:
     """The visualize stage for data=mvtec: figures and report written; the figure paths."""
     from aeflow.evaluation.inspection_stages import packed
@@ -132,6 +179,7 @@ def from_config(cfg: Any) -> list[Path]:
     splits = packed(cfg)
     splits.setup()
     figures = draw(load_weights(cfg, checkpoint_path(cfg, BEST)), splits, details, Path(paths.figures))
+    figures += curve_figures(metrics, details, Path(paths.figures))
     train = json.loads(Path(paths.train_metrics).read_text())
     run_id = read_run_info(paths.run_info).get("run_id")
     parts = [("Configuration", "", config_table(cfg, train, run_id, {})), *sections(metrics, details)]

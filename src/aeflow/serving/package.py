@@ -2,10 +2,10 @@
 
 `build` writes, in one folder (`paths.package`): the network's weights (a state dict), the
 config it was trained with (the train stage's, credentials redacted), the anomaly detector (the code Gaussian
-and each score's threshold, as JSON) and the encoder and decoder as ONNX files. `log_to_mlflow` puts
-them into the training's MLflow run as the MLflow model (aeflow.serving.pyfunc) and the ONNX
-artifacts. None of it changes the model, so the package stage reruns when serving code
-changes, and training does not.
+and each score's threshold, as JSON) and the encoder, decoder and anomaly map as ONNX files.
+`log_to_mlflow` puts them into the training's MLflow run as the MLflow model
+(aeflow.serving.pyfunc) and the ONNX artifacts. None of it changes the model, so the package
+stage reruns when serving code changes, and training does not.
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ def build(
         torch.save(model.state_dict(), tmp)
     copy_file(config_file, package.config)
     serving.fit_detector(cfg, model, splits).write(package.detector)
-    # The encoder and decoder as ONNX files too, for runtimes without PyTorch.
-    onnx_export.export(model, package.onnx, model.image_shape)
+    # The encoder, decoder and anomaly map as ONNX files too, for runtimes without PyTorch.
+    onnx_export.export(model, package.onnx, model.image_shape, serving.map_settings(cfg))
     log.info("package: %s", folder)
     return package
 

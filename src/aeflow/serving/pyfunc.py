@@ -1,5 +1,5 @@
-"""The MLflow model: an autoencoder served as a pyfunc that encodes, reconstructs, or scores
-images as anomalies.
+"""The MLflow model: an autoencoder served as a pyfunc that encodes, reconstructs, scores
+images as anomalies, or maps where in each image the anomaly lies.
 
 Weights travel as a state dict loaded with `torch.load(weights_only=True)`, the network
 is rebuilt from the saved config, the anomaly detector is JSON, and the model itself is
@@ -9,26 +9,33 @@ logged from code (model_code.py), so loading a model never unpickles anything.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
 import torch
 from mlflow.models import infer_signature
 
-OUTPUTS = ("reconstruction", "code", "score", "is_anomaly")
+if TYPE_CHECKING:
+    from aeflow.evaluation.anomaly_maps import MapSettings
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("reconstruction", "code", "score", "is_anomaly", "anomaly_map")
 DETECTOR = "detector"  # artifact: aeflow.evaluation.anomaly.DetectorState as JSON
 MODEL_CODE = Path(__file__).with_name("model_code.py")
-REQUIREMENTS = ("torch", "hydra-core", "omegaconf", "mlflow", "numpy")  # loading needs no Lightning
+REQUIREMENTS = ("torch", "hydra-core", "omegaconf", "mlflow", "numpy", "scipy")  # loading needs no Lightning
 
 
 class AutoencoderPyfunc(mlflow.pyfunc.PythonModel):
     """Input: float32 images (N, C*H*W) in [0, 1] of the trained shape (MNIST: (N, 784); RGB
     24x32: (N, 2304), channels first). Param `output`: 'reconstruction' (N, C*H*W),
-    'code' (N, latent_dim), 'score' (N,) anomaly scores or 'is_anomaly' (N,) booleans (score above
-    the threshold chosen on the validation split); param `score`: which anomaly score
-    (sq_err, bce, mahalanobis; default: the one the model was logged with).
+    'code' (N, latent_dim), 'score' (N,) anomaly scores, 'is_anomaly' (N,) booleans (score above
+    the threshold chosen on the validation split) or 'anomaly_map' (N, H, W) float32 per-pixel maps
+    in [0, 1] (the first map kind of the run's `evaluate.inspection`); param `score`: which anomaly
+    score (sq_err, bce, mahalanobis; default: the one the model was logged with).
 
     Served by `mlflow models serve`: POST /invocations
     {"inputs": [[...784 floats...]], "params": {"output": "is_anomaly"}}.
@@ -48,11 +55,28 @@ class AutoencoderPyfunc(mlflow.pyfunc.PythonModel):
             from aeflow.evaluation.anomaly import DetectorState
 
             self.detector = DetectorState.load(context.artifacts[DETECTOR])
+        self.map_settings = map_settings(cfg)
 
     def predict(self, context, model_input, params=None):  # no hints: MLflow validates by them
         params = params or {}
         output = params.get("output", "reconstruction")
-        return predict(self.model, model_input, output, self.detector, params.get("score"))
+        return predict(self.model, model_input, output, self.detector, params.get("score"), self.map_settings)
+
+
+def map_settings(cfg: Any) -> MapSettings | None:
+    """The MapSettings of output=anomaly_map: the first map kind of `cfg.evaluate.inspection`, with
+    its window and smoothing, as the evaluate stage scores them; None for a config without that node."""
+    from aeflow.errors import ConfigError
+    from aeflow.evaluation.inspection import InspectionConfig
+
+    node = (cfg.get("evaluate") or {}).get("inspection")
+    if node is None:
+        return None
+    try:
+        return InspectionConfig.from_mapping(node).settings()[0]
+    except ConfigError as exc:  # a model packaged by an older aeflow still serves its other outputs
+        log.warning("No anomaly maps from this model: %s", exc)
+        return None
 
 
 def as_images(model_input: Any, image_shape: tuple[int, ...] = (1, 28, 28)) -> torch.Tensor:
@@ -83,9 +107,11 @@ def predict(
     output: str = "reconstruction",
     detector: Any = None,
     score: str | None = None,
+    map_settings: MapSettings | None = None,
 ) -> np.ndarray:
-    """Codes (N, latent_dim), flattened reconstructions (N, H*W) in [0, 1], anomaly scores (N,)
-    or anomaly flags (N,) for images in [0, 1]; `detector`: a DetectorState, for the last two."""
+    """Codes (N, latent_dim), flattened reconstructions (N, C*H*W) in [0, 1], anomaly scores (N,),
+    anomaly flags (N,) or anomaly maps (N, H, W) for images in [0, 1]; `detector`: a DetectorState,
+    for scores and flags; `map_settings`: an aeflow.evaluation.anomaly_maps.MapSettings, for maps."""
     if output not in OUTPUTS:
         raise ValueError(f"params.output={output!r}: allowed: {', '.join(OUTPUTS)}")
     x = as_images(model_input, model.image_shape)
@@ -98,9 +124,23 @@ def predict(
                 )
             answer = detector.scores if output == "score" else detector.is_anomaly
             return answer(model.encode, model.decode, x, score).numpy()
+        if output == "anomaly_map":
+            return _anomaly_map(model, x, map_settings)
         if output == "code":
             return model.encode(x).reshape(len(x), -1).numpy()
         return model(x).reshape(len(x), -1).numpy()
+
+
+def _anomaly_map(model: torch.nn.Module, x: torch.Tensor, settings: MapSettings | None) -> np.ndarray:
+    """(N, H, W) float32 maps of images x (N, C, H, W), made as the evaluate stage makes them."""
+    from aeflow.evaluation.anomaly_maps import model_map
+
+    if settings is None:
+        raise ValueError(
+            "params.output=anomaly_map: this model's config has no evaluate.inspection (the map's "
+            "kind, window and smoothing); package it again from a config composed from conf/"
+        )
+    return model_map(model, x, settings).numpy()
 
 
 def pinned_requirements() -> list[str]:
