@@ -43,7 +43,7 @@ from aeflow.config.instantiate import instantiate_datamodule, instantiate_model 
 from aeflow.config.params import compose  # noqa: E402
 from aeflow.io import write_json  # noqa: E402
 from aeflow.models.autoencoder import reconstruction_loss  # noqa: E402
-from aeflow.stages.imports import import_statements  # noqa: E402
+from aeflow.stages.imports import STAGES, import_statements  # noqa: E402
 
 # Models measured: name -> Hydra overrides on the default config.
 MODELS: dict[str, list[str]] = {
@@ -54,7 +54,6 @@ MODELS: dict[str, list[str]] = {
         "model.latent_dim=30",
     ],
 }
-STAGES = ("download", "train", "evaluate", "visualize")
 LOCAL_MIRROR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
 
 
