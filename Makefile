@@ -17,11 +17,14 @@ env: $(STAMP)
 # pip bootstraps uv (the version uv.lock pins); `uv sync --locked` then makes the
 # venv exactly the lock for this platform (every file checked against its sha256;
 # --locked: fails if uv.lock does not match pyproject.toml), aeflow editable.
+# --compile-bytecode: the .pyc files are written once here. Without them every stage
+# process compiles torch, Lightning and MLflow again wherever PYTHONDONTWRITEBYTECODE
+# is set (CI images often set it): 19 s instead of 9 s to import the three here.
 $(STAMP): uv.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check \
 	  "uv==$$($(BIN)/python -c 'import tomllib; print(next(p["version"] for p in tomllib.load(open("uv.lock", "rb"))["package"] if p["name"] == "uv"))')"
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --locked --extra dev --python $(BIN)/python --quiet
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --locked --extra dev --python $(BIN)/python --quiet --compile-bytecode
 	touch $@
 
 ## re-resolve uv.lock after editing the dependencies in pyproject.toml (needs the package index)
