@@ -24,7 +24,14 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from aeflow.data.schema import DATAMODULES, FOLDER_DATA, MVTEC_DATA, PACKED_DATA, check_files_and_source
+from aeflow.data.schema import (
+    DATAMODULES,
+    FOLDER_DATA,
+    MVTEC_DATA,
+    PACKED_DATA,
+    check_files_and_source,
+    is_packed,
+)
 from aeflow.errors import ConfigError
 from aeflow.models.choices import ACTIVATIONS, LOSSES, NORMS, SCHEDULER_INTERVALS, noise_problem
 from aeflow.models.shapes import check_conv_size, height_width
@@ -211,7 +218,7 @@ def _knobs(key: str, schema: type) -> Callable[[DictConfig, set[str]], None]:
 
 def _check_data_source(cfg: DictConfig, sections: set[str]) -> None:
     """The data's files and sources, without importing the DataModule (and so Lightning)."""
-    if cfg.data.get("_target_") in PACKED_DATA:
+    if is_packed(cfg.data):
         _check_folder(cfg, sections)
     else:
         check_files_and_source(cfg.data)
@@ -220,7 +227,7 @@ def _check_data_source(cfg: DictConfig, sections: set[str]) -> None:
 def _check_data(cfg: DictConfig, sections: set[str]) -> None:
     _check_target_node("data", cfg.data)
     _positive(cfg, "data.batch_size")
-    if cfg.data.get("_target_") not in PACKED_DATA:  # a folder's val_size is a fraction (_check_folder)
+    if not is_packed(cfg.data):  # a folder's val_size is a fraction (_check_folder)
         _positive(cfg, "data.val_size")
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aeflow.data.schema import PACKED_DATA
+from aeflow.data.schema import is_packed
 from aeflow.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def describe(data: Mapping[str, Any]) -> str:
     Not the folder (data.path): where the images were is the download stage's input, not a setting
     of the stages that describe the run; the data's digest says which images they were.
     """
-    if data.get("_target_") not in PACKED_DATA:
+    if not is_packed(data):
         return str(data.get("name", "?"))
     height, width = data.get("image_size", (28, 28))
     channels = int(data.get("channels", 1))

@@ -22,6 +22,15 @@ FOLDER_DATA = "aeflow.data.packed.PackedDataModule"
 MVTEC_DATA = "aeflow.data.mvtec_datamodule.MVTecDataModule"
 PACKED_DATA = (FOLDER_DATA, MVTEC_DATA)
 DATAMODULES = (IDX_DATA, *PACKED_DATA)
+
+
+def is_packed(data: Any) -> bool:
+    """Whether a `data:` config section is your own images (data=folder or data=mvtec), told by
+    `data._target_`, which every stage declares (not by data.path, which only the download
+    stage reads)."""
+    return data.get("_target_") in PACKED_DATA
+
+
 DATA_FILE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 

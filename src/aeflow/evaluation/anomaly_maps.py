@@ -142,13 +142,18 @@ def anomaly_map(
     return smooth(raw.float(), settings.sigma)
 
 
+def reconstruction(reconstruct: Reconstruct, images: torch.Tensor) -> torch.Tensor:
+    """The reconstruction of float images (B, C, H, W) in [0, 1] that every map is made from:
+    float32, clamped into [0, 1], in the images' shape."""
+    return reconstruct(images).float().clamp(0.0, 1.0).reshape_as(images)
+
+
 def model_map(
     reconstruct: Reconstruct, images: torch.Tensor, settings: MapSettings, chunk: int | None = 8
 ) -> torch.Tensor:
-    """(B, H, W) map of float images (B, C, H, W) in [0, 1] against their reconstruction, clamped
-    into [0, 1] as batched_maps clamps it: what the served model and its ONNX graph answer."""
-    recon = reconstruct(images).float().clamp(0.0, 1.0).reshape_as(images)
-    return anomaly_map(images, recon, settings, chunk)
+    """(B, H, W) map of float images (B, C, H, W) in [0, 1] against their reconstruction: what the
+    served model and its ONNX graph answer."""
+    return anomaly_map(images, reconstruction(reconstruct, images), settings, chunk)
 
 
 def image_scores(maps: torch.Tensor, settings: MapSettings) -> torch.Tensor:
@@ -175,5 +180,5 @@ def batched_maps(
         rows = slice(start, min(start + batch_size, len(images)))
         x = as_float(images[rows])
         with torch.no_grad():
-            recon = reconstruct(x).float().clamp(0.0, 1.0)
+            recon = reconstruction(reconstruct, x)
         yield rows, x, recon, [anomaly_map(x, recon, s) for s in settings]

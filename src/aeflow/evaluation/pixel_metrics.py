@@ -83,14 +83,14 @@ class PixelAccumulator:
 
     def metrics(self) -> dict[str, dict[str, float]]:
         """{'all' or defect type: {metric: value}} (see the module docstring)."""
-        labels = np.concatenate(self.labels)
+        scores, labels = np.concatenate(self.scores), np.concatenate(self.labels)
         groups = {ALL: [i for i in range(len(self.types)) if i != GOOD_LABEL]}
         groups |= {self.types[i]: [i] for i in range(len(self.types)) if i != GOOD_LABEL}
         out = {}
         for name, defects in groups.items():
             if not any((labels == d).any() for d in defects):
                 continue
-            negatives, positives, pro, normal, anomalous = self._pooled(defects)
+            negatives, positives, pro, normal, anomalous = self._pooled(defects, scores, labels)
             out[name] = {
                 **image_metrics(normal, anomalous),
                 **pixel_metrics(negatives, positives),
@@ -103,7 +103,9 @@ class PixelAccumulator:
         `image_roc` and `pixel_roc` (FPR, TPR) from (0, 0) to (1, 1), and `pro` (FPR, mean region
         overlap) up to FPR 0.3. Their areas are the image AUROC, pixel AUROC and 0.3 * AUPRO."""
         negatives, positives, pro, normal, anomalous = self._pooled(
-            [i for i in range(len(self.types)) if i != GOOD_LABEL]
+            [i for i in range(len(self.types)) if i != GOOD_LABEL],
+            np.concatenate(self.scores),
+            np.concatenate(self.labels),
         )
         return {
             "image_roc": _points(*image_roc(normal, anomalous)),
@@ -111,10 +113,10 @@ class PixelAccumulator:
             "pro": _points(*up_to(_rates(negatives), pro[::-1], PRO_FPR_LIMIT)),
         }
 
-    def _pooled(self, defects: list[int]) -> tuple[np.ndarray, ...]:
+    def _pooled(self, defects: list[int], scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
         """(negatives, positives, mean region overlap per edge, normal scores, anomalous scores) of
-        the good images and those of the `defects` labels."""
-        scores, labels = np.concatenate(self.scores), np.concatenate(self.labels)
+        the good images and those of the `defects` labels; `scores`, `labels`: every image's,
+        concatenated once by the caller."""
         rows = [GOOD_LABEL, *defects]
         pro = self.pro_sums[defects].sum(0) / max(1, self.regions[defects].sum())
         return (

@@ -88,7 +88,7 @@ def draw(model: Any, splits: Any, details: Mapping, out: Path) -> list[Figure]:
     """A figure per defect type (see the module docstring) of the model's first map kind."""
     import torch
 
-    from aeflow.evaluation.anomaly_maps import anomaly_map
+    from aeflow.evaluation.anomaly_maps import anomaly_map, reconstruction
     from aeflow.evaluation.inspection import MODEL, InspectionConfig
     from aeflow.evaluation.streaming import as_float
 
@@ -107,7 +107,7 @@ def draw(model: Any, splits: Any, details: Mapping, out: Path) -> list[Figure]:
             i = picked[key][0]
             x = as_float(images[i : i + 1])  # (1, C, H, W)
             with torch.no_grad():
-                recon = model(x).float().clamp(0, 1).view_as(x)
+                recon = reconstruction(model, x)
             amap = anomaly_map(x, recon, settings)[0]
             rows.append((title, x[0], recon[0], amap, masks[i].numpy(), scores[i]))
         path = defect_figure(kind, rows, out / f"inspection_{kind}.png")
@@ -148,6 +148,8 @@ def curve_figure(method: str, curves: Mapping[str, Any], values: Mapping[str, fl
 
 def curve_figures(metrics: Mapping, details: Mapping, out: Path) -> list[Figure]:
     """A curve figure per method, for a details file that holds the curves (else none)."""
+    from aeflow.evaluation.pixel_metrics import PRO_FPR_LIMIT
+
     curves = details.get("curves")
     if not curves:
         log.info("inspection details hold no curves: the report draws no ROC or PRO curves")
@@ -159,7 +161,7 @@ def curve_figures(metrics: Mapping, details: Mapping, out: Path) -> list[Figure]
         )
         caption = (
             f"{method_name(method)}: image ROC, pixel ROC and the PRO curve up to a false-positive "
-            "rate of 0.3, over all test images"
+            f"rate of {PRO_FPR_LIMIT}, over all test images"
         )
         figures.append(Figure(path, caption))
     return figures

@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from aeflow.data.folder import describe
-from aeflow.data.schema import PACKED_DATA
+from aeflow.data.schema import is_packed
 from aeflow.evaluation import metrics as M
 from aeflow.evaluation.scoring import COMPRESSION, MODEL, PCA_KEY, PIXELS
 from aeflow.reporting.elements import Figure, Table, fmt
@@ -50,15 +50,9 @@ def _network(node: Mapping, first: str, last: Any) -> str:
     return f"{name} {'→'.join(str(x) for x in sizes)}"
 
 
-def is_packed(cfg: DictConfig) -> bool:
-    """Your own images (data=folder or data=mvtec), told by `data._target_`, which every stage
-    declares (not by reading data.path, which only the download stage does)."""
-    return cfg.data.get("_target_") in PACKED_DATA
-
-
 def dataset_text(cfg: DictConfig, details: Mapping) -> str:
     """The data in words: the folder, size and channels of your images; MNIST's official test set."""
-    if is_packed(cfg):
+    if is_packed(cfg.data):
         test_images = details.get("probes", {}).get("test_images", "?")
         return f"{describe(cfg.data)}; test split: {test_images} images"
     return f"{describe(cfg.data)} (test set: official 10k images)"
@@ -218,7 +212,7 @@ def sections(
     """(heading, paragraph, table) in report order; without labels (`M.SKIPPED` in the metrics)
     the probes and the per-label table are left out, and the metrics paragraph says why."""
     probes = details.get("probes", {})
-    noun = "class" if is_packed(cfg) else "digit"  # data=folder: class subfolders
+    noun = "class" if is_packed(cfg.data) else "digit"  # data=folder: class subfolders
     pixels = metrics.get(COMPRESSION, {}).get("bytes_pixels_uint8", 784)
     summed = (
         f"Squared error per image is summed over the {pixels} pixel values (in [0, 1]) and "
