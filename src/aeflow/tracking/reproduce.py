@@ -6,8 +6,8 @@ of its data (`data_dvc_md5`), its resolved config (`lineage.CONFIG_ARTIFACT`) an
 its numerics fingerprint (`aeflow.numerics.*`). The reproduction checks those, checks
 out the commit in a separate git worktree, writes the config there as params.yaml,
 gets the data (this repository's DVC cache, else `dvc pull`, else the download
-stage) and checks its hash, and runs `dvc repro` there, logging to the same
-tracking store. The new run is tagged `aeflow.reproduces=<RUN_ID>` and
+stage) and checks its hash, and runs `dvc repro` there up to the evaluate stage, logging to
+the same tracking store. The new run is tagged `aeflow.reproduces=<RUN_ID>` and
 `aeflow.reproduced=true|false`, with the comparison as `reproduce/comparison.json`.
 
 Verdicts:
@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 
 EXIT_MISMATCH, EXIT_REFUSED, EXIT_UNJUDGED = 1, 2, 3
 REPRODUCES_TAG, REPRODUCED_TAG = "aeflow.reproduces", "aeflow.reproduced"
+# The stage that writes the test metrics judged: a reproduction runs the pipeline up to it. The
+# stages after it (package, visualize) write nothing the verdict reads, and their outputs would
+# be deleted with the worktree.
+METRICS_STAGE = "evaluate"
 SPREAD_TAG = "aeflow.spread_for"  # on the runs of the extra seeds: the run whose spread they measure
 EXACT, CONSISTENT, NOT_REPRODUCED = "exact", "consistent", "NOT reproduced"
 # The chance that a correct reproduction is called NOT reproduced, over all metrics together
@@ -450,7 +454,7 @@ def train_seeds(
         seeded = {**config, "seed": int(config["seed"]) + k}
         (work / "params.yaml").write_text(yaml.safe_dump(seeded, sort_keys=False))
         log.info("seed %d of %d for the spread (seed=%d)", k, seeds, seeded["seed"])
-        _dvc(work, env, "repro", "--no-run-cache")
+        _dvc(work, env, "repro", "--no-run-cache", METRICS_STAGE)
         ids.append(runs.read_run_info(work / config["paths"]["run_info"])["run_id"])
     return ids
 
@@ -501,7 +505,7 @@ def reproduce(
         get_data(work, env, cache, paths["data"], recorded.data_hash)
         # --no-run-cache: DVC would otherwise restore the original run's outputs instead of running.
         try:
-            _dvc(work, env, "repro", "--force", "--no-run-cache")
+            _dvc(work, env, "repro", "--force", "--no-run-cache", METRICS_STAGE)
         except ReproduceError:
             if (work / paths["run_info"]).is_file():  # the run train opened: say what it was for
                 failed = runs.read_run_info(work / paths["run_info"])["run_id"]
