@@ -26,6 +26,8 @@ import gzip  # noqa: E402 (the settings above must come first)
 import inspect  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from tests.netguard import sitecustomize as netguard  # noqa: E402
@@ -46,7 +48,7 @@ import torch  # noqa: E402, F401
 from filelock import FileLock  # noqa: E402
 
 from aeflow.config.params import compose  # noqa: E402
-from aeflow.data.idx import encode_idx, md5_bytes  # noqa: E402
+from aeflow.data.idx import encode_idx, md5_bytes, read_idx  # noqa: E402
 from aeflow.io import write_bytes  # noqa: E402
 from tests.helpers import REPO, TINY  # noqa: E402
 
@@ -112,6 +114,39 @@ def mnist_mirror() -> Path:
     return cached_mnist(mnist_cache_dir())
 
 
+# The pipeline tests' data: the first images of real MNIST's official files, written as IDX files
+# of their own (with their own MD5s, given to the config). Every stage's claims hold on it; a
+# stage costs a fraction of what the full 60,000 + 10,000 images cost.
+SLICE_SIZES = {"train": 12_000, "test": 2_000}
+SLICE_VAL_SIZE = 1_000
+
+
+@dataclass(frozen=True)
+class MnistSlice:
+    """Config overrides for a slice of real MNIST (SLICE_SIZES): `*mnist_slice` gives them all."""
+
+    mirror: str  # data.source.mirrors=[its local folder]
+    files: tuple[str, ...]  # its files' MD5s and its validation size
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((self.mirror, *self.files))
+
+
+@pytest.fixture(scope="session")
+def mnist_slice(mnist_mirror: Path, tmp_path_factory) -> MnistSlice:
+    """The first SLICE_SIZES images of real MNIST's files, as a local mirror of their own."""
+    folder = tmp_path_factory.mktemp("mnist-slice")
+    files = [f"data.val_size={SLICE_VAL_SIZE}"]
+    for key, name in FILE_NAMES.items():
+        full = folder / name
+        full.write_bytes(gzip.decompress((mnist_mirror / f"{name}.gz").read_bytes()))
+        data = encode_idx(read_idx(full)[: SLICE_SIZES[key.split("_")[0]]].copy())
+        full.unlink()
+        (folder / f"{name}.gz").write_bytes(gzip.compress(data, mtime=0))
+        files.append(f"data.files.{key}.md5={md5_bytes(data)}")
+    return MnistSlice(f"data.source.mirrors=[{folder.as_uri()}/]", tuple(files))
+
+
 def make_synthetic_idx(
     folder: Path, n_train: int = 120, n_test: int = 40, side: int = 28, seed: int = 0, gz: bool = False
 ) -> dict[str, dict[str, str]]:
@@ -160,7 +195,7 @@ def tiny_cfg(tmp_path: Path, synthetic_data):
 # a process, or uses real MNIST; every other test is `unit`. `slow` is set by hand. Computed from
 # the code, so the tiers cannot drift from what the tests do.
 _PROCESS_MODULES = (subprocess,)
-REAL_DATA_FIXTURES = {"mnist_mirror"}
+REAL_DATA_FIXTURES = {"mnist_mirror", "mnist_slice"}
 
 
 def _code_names(code) -> set[str]:

@@ -32,13 +32,13 @@ TINY = [
     "data.val_size=20",
 ]
 
-# A small slice of real MNIST: one short epoch.
+# One short epoch, for a pipeline on a slice of real MNIST (tests/conftest.py mnist_slice).
 FAST = [
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=20",
     "trainer.limit_val_batches=4",
     "trainer.enable_progress_bar=false",
-    # Evaluation probes fitted on fewer training codes (the test set stays the full 10k).
+    # Evaluation probes fitted on fewer training codes.
     "evaluate.probe_train_size=2000",
     "visualize.map_points=2000",
     # Two shifted copies instead of every one: the shift protocol still runs end to end.

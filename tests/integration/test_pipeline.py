@@ -17,9 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, mnist_mirror) -> Path:
+def project(tmp_path_factory, mnist_slice) -> Path:
     project = clone_project(tmp_path_factory.mktemp("project"))
-    compose(project, f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", *FAST)
+    compose(project, *mnist_slice, *FAST)
     out = sh(project, "dvc", "repro")
     assert ran_stages(out) == {"download", "baselines", "train", "evaluate", "package", "visualize"}
     return project
@@ -69,7 +69,8 @@ def test_repro_produces_every_declared_output(project):
         assert metrics[scorer]["sq_err_per_image_int8"] == pytest.approx(
             metrics[scorer]["sq_err_per_image"], rel=0.2
         )
-    assert metrics["pixels"]["knn_acc"] > 0.9  # k-NN on MNIST pixels, 2,000 training images
+    # k-NN on MNIST pixels, 2,000 training images: about 0.88 on the slice's 2,000 test images.
+    assert metrics["pixels"]["knn_acc"] > 0.85
     assert metrics["compression"]["bytes_float32"] == 4 * metrics["latent_dim"] == 512
 
 
@@ -144,8 +145,8 @@ def test_second_repro_runs_nothing(project):
     assert ran_stages(sh(project, "dvc", "repro")) == set()
 
 
-def test_training_param_change_reruns_all_but_the_data_and_the_baselines(project, mnist_mirror):
-    compose(project, f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", *FAST, "optimizer.lr=0.005")
+def test_training_param_change_reruns_all_but_the_data_and_the_baselines(project, mnist_slice):
+    compose(project, *mnist_slice, *FAST, "optimizer.lr=0.005")
     assert ran_stages(sh(project, "dvc", "repro")) == {"train", "evaluate", "package", "visualize"}
 
 
@@ -156,8 +157,8 @@ def make_run(project: Path, *overrides: str) -> str:
     return sh(project, "make", "-o", str(venv / ".installed"), f"VENV={venv}", f"ARGS={args}", "run")
 
 
-def test_make_run_runs_the_edited_conf_then_nothing(project, mnist_mirror):
-    fixed = (f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", *FAST)
+def test_make_run_runs_the_edited_conf_then_nothing(project, mnist_slice):
+    fixed = (*mnist_slice, *FAST)
     config = project / "conf" / "config.yaml"
     assert config.read_text().count("\nseed: 42\n") == 1
     config.write_text(config.read_text().replace("\nseed: 42\n", "\nseed: 7\n"))
@@ -190,9 +191,10 @@ def test_a_stage_on_a_stale_params_yaml_names_the_keys_and_the_fix(project):
     assert "`make run`" in out
 
 
-def test_dvc_exp_run_overrides_are_not_reported_as_stale(project):
-    # DVC's Hydra integration composes conf/ with the -S override into params.yaml, then runs
+def test_dvc_exp_run_overrides_are_not_reported_as_stale(project, mnist_slice):
+    # DVC's Hydra integration composes conf/ with the -S overrides into params.yaml, then runs
     # the (forced) download stage: its params are current, though not those of conf/ alone.
-    out = sh(project, "dvc", "exp", "run", "--force", "download", "-S", "seed=123")
+    sets = [arg for override in (*mnist_slice, "seed=123") for arg in ("-S", override)]
+    out = sh(project, "dvc", "exp", "run", "--force", "download", *sets)
     assert ran_stages(out) == {"download"}
     assert "not the composition" not in out

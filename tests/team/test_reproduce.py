@@ -18,6 +18,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE, MLFLOW_
 from aeflow.tracking.lineage import CONFIG_ARTIFACT
 from aeflow.tracking.reproduce import COMPARISON_ARTIFACT, EXIT_MISMATCH, EXIT_REFUSED, SPREAD_TAG
 from aeflow.tracking.runs import git_dirty, metric_keys
+from tests.conftest import SLICE_SIZES, SLICE_VAL_SIZE
 from tests.helpers import BIN, FAST, clone_project, run, start_mlflow_server, stop_server, user_env
 
 # The tests on one pipeline run (`original`) are `slow`; tests/conftest.py puts them on one worker
@@ -34,16 +35,16 @@ class Original:
     client: mlflow.MlflowClient
 
 
-def overrides(mnist_mirror: Path) -> list[str]:
-    return [f"data.source.mirrors=[{mnist_mirror.as_uri()}/]", *FAST]
+def overrides(mnist_slice: list[str]) -> list[str]:
+    return [*mnist_slice, *FAST]
 
 
 @pytest.fixture(scope="module")
-def original(tmp_path_factory, mnist_mirror) -> Original:
+def original(tmp_path_factory, mnist_slice) -> Original:
     """One pipeline run in a clone whose params.yaml is composed after the commit (as `dvc exp run`
     leaves it), tracked to the clone's own SQLite store."""
     project = clone_project(tmp_path_factory.mktemp("reproduce"))
-    in_clone(project, str(BIN / "python"), "-m", "aeflow.config", *overrides(mnist_mirror))  # params.yaml
+    in_clone(project, str(BIN / "python"), "-m", "aeflow.config", *overrides(mnist_slice))  # params.yaml
     in_clone(project, "dvc", "repro")
     run_id = json.loads((project / "models/run.json").read_text())["run_id"]
     return Original(project, run_id, mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}"))
@@ -110,7 +111,8 @@ def test_the_run_records_its_lineage(original):
     assert set(inputs) == {"mnist-train", "mnist-val", "mnist-test"}
     assert {d.digest for d in inputs.values()} == {tags["data_dvc_md5"]}
     sizes = {name: json.loads(d.profile)["num_images"] for name, d in inputs.items()}
-    assert sizes == {"mnist-train": 55000, "mnist-val": 5000, "mnist-test": 10000}
+    train, test = SLICE_SIZES["train"], SLICE_SIZES["test"]
+    assert sizes == {"mnist-train": train - SLICE_VAL_SIZE, "mnist-val": SLICE_VAL_SIZE, "mnist-test": test}
     assert [a.path for a in client.list_artifacts(run_id, "config")] == [CONFIG_ARTIFACT]
     assert json.loads((original.project / "metrics/train.json").read_text())["mlflow_run_id"] == run_id
     assert run_id in run(original.project, "dvc", "exp", "show", "--json").stdout
@@ -336,13 +338,13 @@ def test_a_tampered_metric_is_reported_as_a_mismatch_through_a_tracking_server(o
 
 
 @pytest.mark.slow
-def test_a_run_made_by_dvc_exp_run_is_reproduced_from_its_experiment_and_remote_data(original, mnist_mirror):
+def test_a_run_made_by_dvc_exp_run_is_reproduced_from_its_experiment_and_remote_data(original, mnist_slice):
     project, client = original.project, original.client
     baseline = run(project, "git", "rev-parse", "HEAD").stdout.strip()
     # A code change no config records: dirty against the baseline, saved in the experiment's commit.
     stage = project / "src/aeflow/stages/train.py"
     stage.write_text(stage.read_text() + "\n# changed in the workspace, kept by the experiment\n")
-    sets = [arg for override in overrides(mnist_mirror) for arg in ("-S", override)]
+    sets = [arg for override in overrides(mnist_slice) for arg in ("-S", override)]
     in_clone(project, "dvc", "exp", "run", "-n", "code-change", *sets)
     run_id = json.loads((project / "models/run.json").read_text())["run_id"]
     tags = client.get_run(run_id).data.tags
