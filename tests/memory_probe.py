@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -21,6 +22,40 @@ def rss_anon() -> int:
         if line.startswith("RssAnon:"):
             return int(line.split()[1]) * 1024
     raise KeyError("RssAnon")
+
+
+def folder_overrides(channels: int, height: int, width: int) -> list[str]:
+    """data=folder with images of (C, H, W), and a small dense model: the data's memory is measured."""
+    return [
+        "data=folder",
+        "data.path=/images",
+        f"data.image_size=[{height},{width}]",
+        f"data.channels={channels}",
+        f"data.input_features={channels * height * width}",
+        "model.latent_dim=8",
+        "model.encoder.hidden=[16]",
+        "model.decoder.hidden=[16]",
+    ]
+
+
+class PeakGrowth:
+    """The peak of `read()` (bytes) above its value at start, sampled every 5 ms by a thread."""
+
+    def __init__(self, read: Callable[[], int]) -> None:
+        self.read, self.start = read, read()
+        self.peak = self.start
+        self._done = threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.005):
+            self.peak = max(self.peak, self.read())
+
+    def stop(self) -> float:
+        """The peak growth in MB."""
+        self._done.set()
+        self.peak = max(self.peak, self.read())
+        return round((self.peak - self.start) / 1e6, 1)
 
 
 def main(folder: Path) -> None:
@@ -41,18 +76,7 @@ def main(folder: Path) -> None:
         mapped = np.load(folder / f"{split}_images.npy", mmap_mode="c")  # file-backed, copy-on-write
         splits[split] = (torch.from_numpy(mapped), torch.zeros(len(mapped), dtype=torch.long))
     channels, height, width = splits["train"][0].shape[1:]
-    cfg = compose(
-        [
-            "data=folder",
-            "data.path=/images",
-            f"data.image_size=[{height},{width}]",
-            f"data.channels={channels}",
-            f"data.input_features={channels * height * width}",
-            "model.latent_dim=8",
-            "model.encoder.hidden=[16]",
-            "model.decoder.hidden=[16]",
-        ]
-    )
+    cfg = compose(folder_overrides(channels, height, width))
     torch.manual_seed(0)
     model = instantiate_network(cfg).eval()
     pca = PCA(8)  # any orthonormal basis: the memory of scoring with it is what is measured
@@ -60,23 +84,13 @@ def main(folder: Path) -> None:
     pca.components = torch.linalg.qr(torch.randn(len(pca.mean), 8, dtype=torch.float64)).Q
     pca.explained_variance = torch.ones(8, dtype=torch.float64)
 
-    before = rss_anon()
-    peak = [before]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.005):
-            peak[0] = max(peak[0], rss_anon())
-
-    threading.Thread(target=sample, daemon=True).start()
+    peak = PeakGrowth(rss_anon)
     fit_detector(cfg, model, splits)
     anomaly_evaluation(model, pca, splits, quantile=0.99)
     config = settings(cfg, "evaluate", EvaluateConfig)
     _, *probes = probe_data(splits["train"], splits["test"], config, seed=0)
     score_codes(model.encode, model.decode, *probes, config, labelled=False)
-    done.set()
-    peak[0] = max(peak[0], rss_anon())
-    print(json.dumps({"peak_anon_growth_mb": round((peak[0] - before) / 1e6, 1)}))
+    print(json.dumps({"peak_anon_growth_mb": peak.stop()}))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ The slow tests SIGKILL (no chance to clean up) or SIGTERM (Lightning stops at
 the next batch) the real train stage under `dvc repro` mid-epoch and re-run
 `dvc repro`. The in-process tests crash a run mid-epoch (an exception
 from a callback) and check that the resumed run ends with exactly the weights
-of an uninterrupted one, and that stale checkpoints are never resumed.
+of an uninterrupted one, that stale checkpoints are never resumed, that a
+second process training the same config is refused, and that a resume whose
+MLflow run is gone trains on in a new run linked to it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +28,7 @@ import pytorch_lightning as pl
 import torch
 
 from aeflow.config.params import compose
+from aeflow.errors import TrainingError
 from aeflow.training.recovery import ResumeDir
 from aeflow.training.train import train
 from tests.conftest import REPO
@@ -270,6 +274,99 @@ def test_stale_checkpoints_are_never_resumed(uninterrupted, tiny_data, tmp_path)
     assert result.metrics["epochs"] == 3
     run = mlflow.MlflowClient(cfg.mlflow.tracking_uri).get_run(result.run_id)
     assert run.data.tags["aeflow.resumed_after_epoch"] == "0"  # same run, restarted from the start
+
+
+def _crash_mid_training(cfg) -> str:
+    """Train `cfg` until a crash in epoch 1 (epoch 0's checkpoint kept); the crashed MLflow run's id."""
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, callbacks=[CrashAt(epoch=1, batch=3)])
+    assert ResumeDir.for_config(cfg).checkpoint() is not None
+    return json.loads(Path(cfg.paths.run_info).read_text())["run_id"]
+
+
+def _delete_run(cfg, run_id: str) -> None:
+    mlflow.MlflowClient(cfg.mlflow.tracking_uri).delete_run(run_id)
+
+
+def _delete_and_collect_run(cfg, run_id: str) -> None:
+    _delete_run(cfg, run_id)
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    subprocess.run(
+        [mlflow_cli, "gc", "--backend-store-uri", cfg.mlflow.tracking_uri, "--run-ids", run_id],
+        check=True,
+        capture_output=True,
+    )
+
+
+def _track_in_a_new_store(cfg, run_id: str) -> None:
+    # The tracking store is not part of the resume key: the same training resumes against it.
+    cfg.mlflow.tracking_uri = cfg.mlflow.tracking_uri.replace("mlflow.db", "new-store.db")
+
+
+@THROUGH_MLFLOW
+@pytest.mark.parametrize(
+    "remove_run",
+    [_delete_run, _delete_and_collect_run, _track_in_a_new_store],
+    ids=["deleted", "deleted-and-garbage-collected", "other-store"],
+)
+def test_resume_whose_mlflow_run_is_gone_trains_on_in_a_new_run_linked_to_it(
+    tiny_data, tmp_path, caplog, remove_run
+):
+    cfg = tiny(tmp_path, tiny_data)
+    crashed = _crash_mid_training(cfg)
+    remove_run(cfg, crashed)
+
+    counted = CountTraining()
+    with caplog.at_level(logging.WARNING, logger="aeflow"):
+        result = train(cfg, callbacks=[counted])
+    assert f"Resuming training of run {crashed} after epoch 1 in a new run" in caplog.text, caplog.text
+    assert counted.epochs == [1, 2]  # from the checkpoint, not from the start
+    assert result.run_id != crashed and result.metrics["epochs"] == 3
+    run = mlflow.MlflowClient(cfg.mlflow.tracking_uri).get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.info.lifecycle_stage == "active"
+    assert run.data.tags["aeflow.resumed_from_run"] == crashed
+    assert run.data.tags["aeflow.resume_count"] == "1"
+    assert run.data.tags["aeflow.resumed_after_epoch"] == "1"
+    assert run.data.params["optimizer.lr"] == str(cfg.optimizer.lr)  # a new run gets the config too
+    assert json.loads(Path(cfg.paths.run_info).read_text())["run_id"] == result.run_id
+    assert not ResumeDir.for_config(cfg).path.exists()
+
+
+# Holds an exclusive lock on the file argv[1] until its stdin closes, as a training process would.
+HOLD_LOCK = """
+import fcntl, sys
+lock = open(sys.argv[1], "a")
+fcntl.flock(lock, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@THROUGH_MLFLOW
+def test_a_second_process_training_the_same_config_is_refused_until_the_first_ends(tiny_data, tmp_path):
+    cfg = tiny(tmp_path, tiny_data)
+    crashed = _crash_mid_training(cfg)
+    resume = ResumeDir.for_config(cfg)
+    lock = resume.root / f"{resume.key}.lock"
+    checkpoint = resume.last.read_bytes()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        message = f"Another process is training this exact config in this folder (lock {lock} is held)"
+        with pytest.raises(TrainingError, match=re.escape(message) + ".*Wait for it"):
+            train(cfg)
+        # Refused before anything was touched: the checkpoint and the run stay the first process's.
+        assert resume.last.read_bytes() == checkpoint
+        [run] = store_runs(tmp_path / "mlflow.db")
+        assert run.info.run_id == crashed and run.info.status == "FAILED"
+        # Another config has its own key and lock: it trains meanwhile.
+        assert train(tiny(tmp_path / "other", tiny_data, "seed=7")).metrics["epochs"] == 3
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert train(cfg).run_id == crashed  # once the holder is gone the same config resumes
 
 
 # Re-saves a checkpoint through AtomicCheckpointIO in a loop, 128 MB a write, until killed.

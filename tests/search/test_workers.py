@@ -18,17 +18,22 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.search import claim_race
 from tests.search.conftest import tiny_search, worker_env, write_search
 
 DEADLINE_S = 600
 
 
-def start_worker(project: Path, space: Path, log: Path, seed: int) -> subprocess.Popen:
+def start_worker(
+    project: Path, space: Path, log: Path, seed: int, race: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """A real `aeflow search` process; with `race` (claim_race's settings) one forced into the claim race."""
+    command = [claim_race.__file__] if race else ["-m", "aeflow.cli"]
     with open(log, "w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "aeflow.cli", "search", str(space), "--seed", str(seed)],
+            [sys.executable, *command, "search", str(space), "--seed", str(seed)],
             cwd=project,
-            env=worker_env(project),
+            env={**worker_env(project), **(race or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -68,23 +73,29 @@ def child_runs(project: Path) -> dict[int, list]:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_two_workers_share_one_study_and_run_each_trial_once(project, mnist_raw, tmp_path):
-    # Trials of a few seconds, so both workers are up before the study is done.
-    space = write_search(
-        project,
-        tiny_search(
-            mnist_raw, n_trials=4, base=[*tiny_search(mnist_raw)["base"], "trainer.limit_train_batches=150"]
-        ),
-    )
-    procs = [start_worker(project, space, tmp_path / f"worker{i}.log", seed=i) for i in range(2)]
+    # Both workers ask for the claim at once before every trial (claim_race), so each decision
+    # is contended. An odd number of trials: at the last one both see two trials and one to go,
+    # and only the claim lock keeps them from starting one each.
+    space = write_search(project, tiny_search(mnist_raw, n_trials=3))
+    race_dir = tmp_path / "race"
+    race_dir.mkdir()
+    race = {claim_race.RACE_DIR_ENV: str(race_dir), claim_race.PARTIES_ENV: "2"}
+    procs = [start_worker(project, space, tmp_path / f"worker{i}.log", seed=i, race=race) for i in range(2)]
     outputs = [finish(p, tmp_path / f"worker{i}.log") for i, p in enumerate(procs)]
 
     trials = journal_study(project).get_trials()
-    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert [t.number for t in trials] == [0, 1, 2], [(t.number, t.user_attrs) for t in trials]
     assert all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
     workers = {t.user_attrs["worker"] for t in trials}
     assert len(workers) == 2, f"one worker ran every trial: {workers}"
     runs = child_runs(project)
-    assert sorted(runs) == [0, 1, 2, 3] and all(len(r) == 1 for r in runs.values()), runs
+    assert sorted(runs) == [0, 1, 2] and all(len(r) == 1 for r in runs.values()), runs
+    claims = claim_race.read_claims(race_dir)
+    assert len({pid for pid, _, _ in claims}) == 2, claims
+    # The second worker to claim the first trial, and the one to claim the last, waited while the
+    # other held the claim and created its trial.
+    contended = [c for c in claims if c[2] >= 0.9 * claim_race.HOLD_S]
+    assert len(contended) >= 2, f"the workers never waited for each other's claim: {claims}"
     assert sum("preset: " in out for out in outputs) == 1  # the worker that finished last wrote it
     assert (project / "conf" / "experiment" / "tiny_best.yaml").is_file()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,42 @@ def test_an_interrupted_pack_leaves_no_array_a_reader_accepts(tmp_path, monkeypa
     monkeypatch.setattr(pack_module, "decode_image", real_decode)
     manifest = pack_folder(tmp_path / "src", out, GREY, workers=1, progress=False)
     assert sum(manifest["counts"].values()) == 80
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_a_pack_interrupted_while_renaming_its_arrays_is_refused_then_rebuilt(tmp_path, monkeypatch):
+    write_images(tmp_path / "src", 60)
+    out = tmp_path / "out"
+    old = pack_folder(tmp_path / "src", out, GREY, workers=1, progress=False)
+    write_images(tmp_path / "src", 40, start=60, seed=1)
+    # The commit step: every array is decoded and checked, then renamed into place one after
+    # another (the test split's three files first). The fourth rename fails (a full disk, a
+    # kill): the test split is the new pack's, train and val are the old one's, each consistent.
+    real_replace, renamed = os.replace, []
+
+    def failing_fourth(src, dst, **kwargs):
+        if Path(dst).parent == out and not Path(dst).name.startswith("."):  # not a temporary's write
+            if len(renamed) == 3:
+                raise OSError(28, "No space left on device")
+            renamed.append(Path(dst).name)
+        return real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "replace", failing_fourth)
+    with pytest.raises(OSError, match="No space left"):
+        pack_folder(tmp_path / "src", out, GREY, workers=1, progress=False)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert sorted(renamed) == ["test_files.txt", "test_images.npy", "test_labels.npy"]
+    lengths = {s: len(np.load(out / f"{s}_labels.npy")) for s in ("train", "val", "test")}
+    assert lengths["test"] > old["counts"]["test"] and lengths["train"] == old["counts"]["train"], lengths
+    # Half committed: no manifest, so no reader takes the mix for a pack.
+    with pytest.raises(DataError, match="manifest.json missing: never packed, or the pack was interrupted"):
+        module(out, GREY)
+
+    manifest = pack_folder(tmp_path / "src", out, GREY, workers=1, progress=False)
+    dm = module(out, GREY)
+    assert sum(manifest["counts"].values()) == 100
+    assert manifest["counts"] == {s: len(np.load(out / f"{s}_labels.npy")) for s in ("train", "val", "test")}
+    assert {s: len(labels) for s, (_, labels) in dm.splits.items()} == manifest["counts"]
     assert not list(out.glob(".*.tmp"))
 
 

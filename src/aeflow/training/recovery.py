@@ -40,11 +40,14 @@ log = logging.getLogger(__name__)
 
 # Not part of the key: where runs are tracked does not change what is trained.
 UNKEYED_SECTIONS = ("mlflow",)
+# The aeflow package: models, data and training code all decide what a checkpoint holds.
+PACKAGE = Path(__file__).resolve().parents[1]
 
 
-def code_hash() -> str:
-    """Hash of the aeflow package's source: changed code never resumes an old checkpoint."""
-    root = Path(__file__).resolve().parent
+def code_hash(root: Path | None = None) -> str:
+    """Hash of the source under `root` (default: the aeflow package): changed code never resumes an
+    old checkpoint."""
+    root = root or PACKAGE
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(str(path.relative_to(root)).encode())

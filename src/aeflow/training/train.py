@@ -235,8 +235,8 @@ def open_run(
     (tagged with `run_tags` and `extra_tags`).
 
     A resumed run gets the tags `aeflow.resume_count` and `aeflow.resumed_after_epoch`;
-    if the interrupted run is not in this store, a new run links to it with
-    `aeflow.resumed_from_run`.
+    if the interrupted run is not in this store or was deleted from it, a new run
+    links to it with `aeflow.resumed_from_run`.
     """
     with tracking.store_lock(uri):
         experiment_id = tracking.ensure_experiment(client, cfg.mlflow.experiment_name, uri)
@@ -246,9 +246,14 @@ def open_run(
     run_id = None
     if previous:
         try:
-            run_id = tracking.retry_locked(client.get_run, previous).info.run_id
+            found = tracking.retry_locked(client.get_run, previous).info
         except Exception as exc:  # noqa: BLE001 (not in this store: start a new, linked run)
             log.warning("Interrupted run %s not found in %s (%s)", previous, tracking.redact_uri(uri), exc)
+        else:  # a deleted run takes no more logging: start a new, linked run
+            if found.lifecycle_stage == "deleted":
+                log.warning("Interrupted run %s was deleted from %s", previous, tracking.redact_uri(uri))
+            else:
+                run_id = found.run_id
     resume_tags = {}
     if previous:
         resume_tags = {
