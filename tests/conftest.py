@@ -228,13 +228,16 @@ def _fixture_defs(item) -> dict:
     return {name: d[-1] for name, d in defs.items() if name in item.fixturenames and d}
 
 
-def _shared_group(item, expensive: dict) -> str | None:
+def _shared_group(item, defs: dict, expensive: dict) -> str | None:
     """The xdist group of a test that uses an expensive shared fixture (a server, a pipeline run):
     tests sharing one run on one worker, so it is built once. The fixture the others build on
-    names the group, so tests of the tracking server and of the project that uses it stay together."""
+    names the group, so tests of the tracking server and of the project that uses it stay together.
+    A module-scoped fixture of the tests' own that starts no process (a trained model, a rendered
+    page) keeps its module on one worker too."""
     shared = {n: d for n, d in expensive.items() if d.scope in ("session", "module")}
     if not shared:
-        return None
+        own = (d for d in defs.values() if d.func.__module__.startswith(("tests", item.module.__name__)))
+        return item.module.__name__ if any(d.scope == "module" for d in own) else None
     base = min(shared, key=lambda n: (sum(a in shared for a in shared[n].argnames), shared[n].scope, n))
     return item.module.__name__ if shared[base].scope == "module" else base
 
@@ -255,7 +258,7 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.integration)
         elif not (item.get_closest_marker("integration") or item.get_closest_marker("slow")):
             item.add_marker(pytest.mark.unit)
-        if group := _shared_group(item, expensive):
+        if group := _shared_group(item, defs, expensive):
             item.add_marker(pytest.mark.xdist_group(group))
 
 

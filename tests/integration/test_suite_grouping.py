@@ -38,6 +38,10 @@ def test_tests_sharing_a_module_run_go_to_one_worker(tmp_path):
     body = "".join(GROUPED.format(name) for name in ("a", "b", "c", "d"))
     (tmp_path / "test_grouped.py").write_text(body)
     (tmp_path / "test_alone.py").write_text("def test_e():\n    pass\n\n\ndef test_f():\n    pass\n")
+    # A module-scoped fixture that starts no process (a trained model, a rendered page): built once too.
+    cheap = "import pytest\n\n\n@pytest.fixture(scope='module')\ndef page():\n    return 'x'\n"
+    cheap += "".join(f"\n\ndef test_{n}(page):\n    assert page\n" for n in ("g", "h", "i", "j"))
+    (tmp_path / "test_page.py").write_text(cheap)
     proc = run_pytest(tmp_path, "-n", "2", "--dist", "loadgroup", "-v")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ran = {test: worker for worker, test in re.findall(r"\[(gw\d)\].*PASSED (\S+)", proc.stdout)}
@@ -45,3 +49,5 @@ def test_tests_sharing_a_module_run_go_to_one_worker(tmp_path):
     assert len(grouped) == 4 and all(t.endswith("@test_grouped") for t in grouped), proc.stdout[-3000:]
     assert len(set(grouped.values())) == 1, grouped  # one worker, one build of the module's run
     assert not any("@" in t for t in ran if "test_alone.py" in t), ran
+    paged = {t: w for t, w in ran.items() if "test_page.py" in t}
+    assert len(paged) == 4 and len(set(paged.values())) == 1, paged
