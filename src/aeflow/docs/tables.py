@@ -26,7 +26,13 @@ from aeflow.io import write_text
 Records = Mapping[str, Mapping[str, Any]]
 BLOCK = re.compile(r"(<!-- aeflow:table (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /aeflow:table -->)", re.S)
 # Pages whose tables hold measured figures: every number in their tables must come from a record.
-FIGURE_PAGES = ("README.md", "docs/results.md", "docs/performance.md", "docs/anomaly-detection.md")
+FIGURE_PAGES = (
+    "README.md",
+    "docs/results.md",
+    "docs/performance.md",
+    "docs/anomaly-detection.md",
+    "docs/inspection.md",
+)
 DASH = "–"
 
 
@@ -104,18 +110,22 @@ def runs_table(patterns: Sequence[str], columns: Sequence[tuple[str, Callable]])
     return render
 
 
-def rows_table(name: str, mean_of: Sequence[str] = ()) -> Callable[[Records], str]:
-    """A benchmark record's rows as they are; `mean_of`: columns that get a mean row."""
+def rows_table(
+    name: str, mean_of: Sequence[str] = (), columns: Mapping[str, str] | None = None
+) -> Callable[[Records], str]:
+    """A benchmark record's rows as they are; `mean_of`: columns that get a mean row; `columns`:
+    only these keys, under these headings."""
 
     def render(records: Records) -> str:
         if name not in records or "rows" not in records[name]:
             raise RecordError(f"{RESULTS_DIR}/{name}.json: missing, or it holds no `rows`")
         rows = records[name]["rows"]
-        header = list(dict.fromkeys(k for row in rows for k in row))
-        body = [[number(row.get(k)) for k in header] for row in rows]
+        keys = list(columns) if columns else list(dict.fromkeys(k for row in rows for k in row))
+        body = [[number(row.get(k)) for k in keys] for row in rows]
         if mean_of:
             mean = {k: sum(r[k] for r in rows) / len(rows) for k in mean_of}
-            body.append(["**mean**" if i == 0 else number(mean.get(k)) for i, k in enumerate(header)])
+            body.append(["**mean**" if i == 0 else number(mean.get(k)) for i, k in enumerate(keys)])
+        header = [columns[k] for k in keys] if columns else keys
         return _markdown(header, body) + "\n\n" + _source(records[name])
 
     return render
@@ -196,6 +206,20 @@ TABLES: dict[str, Callable[[Records], str]] = {
     "bench-first-run": rows_table("bench-first-run"),
     "bench-gpu": rows_table("bench-gpu"),
     "onnx-latency": rows_table("onnx-latency"),
+    # Every metric of the inspection preset (ae_*) and of the PCA-residual baseline (pca_*).
+    "inspection": rows_table(
+        "inspection",
+        columns={
+            "method": "Maps",
+            "type": "Defect type",
+            "image_auroc": "Image AUROC",
+            "pixel_auroc": "Pixel AUROC",
+            "aupro": "AUPRO (FPR ≤ 0.3)",
+            "image_f1_max": "Image F1-max",
+            "pixel_f1_max": "Pixel F1-max",
+        },
+    ),
+    "inspection-maps": rows_table("inspection_maps"),
 }
 
 
