@@ -30,6 +30,10 @@ from tests.helpers import (  # noqa: F401 (BIN, free_port, stop_server: for the 
     stop_server,
 )
 
+# `original`: module scope, so each `aeflow reproduce` test module builds its own pipeline run and
+# the modules run on different workers (tests/conftest.py groups a module-scoped fixture's tests).
+from tests.team.reproducing import original  # noqa: F401
+
 MODEL_NAME = "aeflow-mnist"
 
 

@@ -1,99 +1,32 @@
-"""`aeflow reproduce RUN_ID` on a real pipeline run (a slice of real MNIST, one short epoch), and the
-lineage that run records: datasets, MLflow system tags, description, the run id in DVC's metrics."""
+"""`aeflow reproduce RUN_ID` on a real pipeline run (tests/team/reproducing.py), and the lineage
+that run records: datasets, MLflow system tags, description, the run id in DVC's metrics. The
+verdicts judged by the spread of seeds are in test_reproduce_spread.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import pytest
-from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE, MLFLOW_SOURCE_NAME
 
 from aeflow.tracking.lineage import CONFIG_ARTIFACT
-from aeflow.tracking.reproduce import COMPARISON_ARTIFACT, EXIT_MISMATCH, EXIT_REFUSED, SPREAD_TAG
+from aeflow.tracking.reproduce import COMPARISON_ARTIFACT, EXIT_MISMATCH, EXIT_REFUSED
 from aeflow.tracking.runs import git_dirty, metric_keys
 from tests.conftest import SLICE_SIZES, SLICE_VAL_SIZE
-from tests.helpers import BIN, FAST, clone_project, run, start_mlflow_server, stop_server, user_env
+from tests.helpers import run, start_mlflow_server, stop_server
+from tests.team.reproducing import (
+    TAMPERED,
+    copy_run,
+    in_clone,
+    overrides,
+    reproduce,
+    reproductions,
+    table_rows,
+)
 
-# The tests on one pipeline run (`original`) are `slow`; tests/conftest.py puts them on one worker
-# (the run is built once); none of them changes the original run.
 pytestmark = pytest.mark.integration
-
-TAMPERED = "test/sq_err_per_image"
-
-
-@dataclass
-class Original:
-    project: Path
-    run_id: str
-    client: mlflow.MlflowClient
-
-
-def overrides(mnist_slice: list[str]) -> list[str]:
-    return [*mnist_slice, *FAST]
-
-
-@pytest.fixture(scope="module")
-def original(tmp_path_factory, mnist_slice) -> Original:
-    """One pipeline run in a clone whose params.yaml is composed after the commit (as `dvc exp run`
-    leaves it), tracked to the clone's own SQLite store."""
-    project = clone_project(tmp_path_factory.mktemp("reproduce"))
-    in_clone(project, str(BIN / "python"), "-m", "aeflow.config", *overrides(mnist_slice))  # params.yaml
-    in_clone(project, "dvc", "repro")
-    run_id = json.loads((project / "models/run.json").read_text())["run_id"]
-    return Original(project, run_id, mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}"))
-
-
-def in_clone(project: Path, *cmd: str) -> subprocess.CompletedProcess:
-    """Run `cmd` on the clone's own code (the environment's editable install is this checkout's, which
-    other work may change while the tests run); fail with its output if it fails."""
-    proc = subprocess.run(
-        cmd, cwd=project, env=user_env(PYTHONPATH=str(project / "src")), capture_output=True, text=True
-    )
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
-# Another kernel family this CPU runs on request (ATen without vector extensions, MKL's SSE2
-# branch): what a teammate's other CPU does to a native run's rounding.
-OTHER_FAMILY = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
-
-
-def reproduce(project: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess:
-    """`.venv/bin/aeflow reproduce ...` as a user runs it without activating the venv: PATH lacks it."""
-    env = user_env(PYTHONPATH=str(project / "src"), **env_vars)
-    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != BIN)
-    return subprocess.run(
-        [str(BIN / "aeflow"), "reproduce", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-
-
-def table_rows(stdout: str) -> dict[str, list[str]]:
-    """metric -> [original, reproduced, difference, match] from the printed table."""
-    lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["metric"])
-    rows = {}
-    for line in lines[start + 1 :]:
-        if not line.strip():
-            break
-        metric, *cells = line.split()
-        rows[metric] = cells
-    return rows
-
-
-def reproductions(client: mlflow.MlflowClient, run_id: str) -> list:
-    experiment = client.get_run(run_id).info.experiment_id
-    return client.search_runs([experiment], f"tags.`aeflow.reproduces` = '{run_id}'")
 
 
 @pytest.mark.slow
@@ -209,34 +142,6 @@ def test_git_dirty_counts_only_code_and_config_sources(tmp_path, monkeypatch):
     assert git_dirty()
 
 
-def copy_run(
-    client: mlflow.MlflowClient,
-    run_id: str,
-    scale: dict[str, float] | None = None,
-    seed: int | None = None,
-    **tags: str,
-) -> str:
-    """A finished copy of run `run_id` (tags, params, test metrics, logged config) with `tags` changed,
-    the metrics in `scale` multiplied, and (`seed`) a logged config whose seed differs from the params."""
-    source = client.get_run(run_id)
-    copy = client.create_run(source.info.experiment_id, tags={**source.data.tags, **tags}).info.run_id
-    metrics = {k: v * (scale or {}).get(k, 1.0) for k, v in source.data.metrics.items()}
-    client.log_batch(
-        copy,
-        metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
-        params=[Param(k, v) for k, v in source.data.params.items()],
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp))
-        if seed is not None:
-            config.write_text(
-                config.read_text().replace(f"seed: {source.data.params['seed']}\n", f"seed: {seed}\n", 1)
-            )
-        client.log_artifact(copy, str(config), str(Path(CONFIG_ARTIFACT).parent))
-    client.set_terminated(copy)
-    return copy
-
-
 @pytest.mark.slow
 def test_a_run_without_a_data_hash_or_whose_config_differs_from_its_params_is_refused(original):
     client = original.client
@@ -253,66 +158,6 @@ def test_a_run_without_a_data_hash_or_whose_config_differs_from_its_params_is_re
         assert proc.returncode == EXIT_REFUSED, proc.stdout + proc.stderr[-3000:]
         assert all(text in proc.stderr for text in expected), proc.stderr[-3000:]
     assert "--rtol -1.0: must be >= 0" in reproduce(original.project, original.run_id, "--rtol", "-1").stderr
-
-
-@pytest.mark.slow
-def test_a_native_run_reproduced_under_another_kernel_family_is_consistent_not_exact(original):
-    """The reproduction runs ATen's DEFAULT kernels and MKL's SSE2 branch (the original: this CPU's
-    own), with the data in neither the DVC cache nor a remote: the download stage fetches it."""
-    project, client = original.project, original.client
-    data_hash = client.get_run(original.run_id).data.tags["data_dvc_md5"]
-    cache = project / ".dvc/cache/files/md5"
-    listing = cache / data_hash[:2] / data_hash[2:]
-    if listing.is_file():
-        for entry in json.loads(listing.read_text()):
-            (cache / entry["md5"][:2] / entry["md5"][2:]).unlink(missing_ok=True)
-        listing.unlink()
-    proc = reproduce(project, original.run_id, "--seeds", "2", **OTHER_FAMILY)
-    print(proc.stdout)  # the transcript, shown with `pytest -rP`
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    assert "from the DVC cache" not in proc.stderr and "Running stage 'download'" in proc.stderr
-    assert "aten.capability: AVX" in proc.stdout and "-> DEFAULT" in proc.stdout
-    rows = table_rows(proc.stdout)
-    assert any(cells[2] != "0" for cells in rows.values()), "another kernel family gave equal metrics"
-    assert "consistent: all" in proc.stdout and "exact" not in proc.stdout.splitlines()[-1]
-    (copy,) = [
-        r
-        for r in reproductions(client, original.run_id)
-        if r.data.tags.get("aeflow.numerics.aten.capability") == "DEFAULT"
-    ]
-    experiment = copy.info.experiment_id
-    spread = client.search_runs([experiment], f"tags.`{SPREAD_TAG}` = '{original.run_id}'")
-    assert len(spread) == 2 and {r.data.params["seed"] for r in spread} == {"43", "44"}
-
-
-@pytest.mark.slow
-def test_a_metric_far_outside_the_spread_of_the_seeds_is_not_reproduced(original):
-    client = original.client
-    # The original claims another CPU (another fingerprint) and ten times the test error it got.
-    tampered = copy_run(
-        client,
-        original.run_id,
-        scale={TAMPERED: 10.0},
-        git_dirty="true",
-        **{"aeflow.numerics.cpu.model": "another CPU"},
-    )
-    proc = reproduce(original.project, tampered, "--allow-dirty", "--seeds", "2")
-    assert proc.returncode == EXIT_MISMATCH, proc.stdout[-3000:] + proc.stderr[-5000:]
-    assert "cpu.model: another CPU ->" in proc.stdout
-    rows = table_rows(proc.stdout)
-    assert rows[TAMPERED][3] == "NO" and all(c[3] == "yes" for m, c in rows.items() if m != TAMPERED)
-    assert "NOT reproduced: 1 of" in proc.stdout and "spread of 3 seeds" in proc.stdout
-
-
-@pytest.mark.slow
-def test_rtol_on_the_command_line_accepts_a_small_difference(original):
-    client = original.client
-    nudged = copy_run(client, original.run_id, scale={TAMPERED: 1.001}, git_dirty="true")
-    proc = reproduce(original.project, nudged, "--allow-dirty", "--rtol", "0.01")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    rows = table_rows(proc.stdout)
-    assert rows[TAMPERED][2] != "0" and rows[TAMPERED][3] == "yes"
-    assert "consistent: all" in proc.stdout and "(rtol 0.01)" in proc.stdout
 
 
 @pytest.mark.slow
