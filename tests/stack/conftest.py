@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ from tests.helpers import BIN, REPO, clone_project, require_system_path, user_en
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every test here needs the whole stack: `make test-stack` runs them, `make test` leaves them out."""
+    """Every test here needs the whole stack (one per session): `make test-stack` runs them alone."""
     for item in items:
         if "tests/stack/" in item.nodeid:
             item.add_marker(pytest.mark.stack)
@@ -47,12 +49,12 @@ TINY_PRESET = {
 
 def stack_env(stack: team.Stack, project: Path | None = None, **extra: str) -> dict[str, str]:
     """A teammate's shell after `eval "$(aeflow team env)"`; `project`: run that clone's own code."""
+    if project is not None:  # through user_env, which keeps the network guard first on the path
+        extra.setdefault("PYTHONPATH", str(project / "src"))
     env = user_env(**stack.env(), **extra)
     # System metrics sampled every second: training here lasts seconds, not minutes.
     env.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
     env.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
-    if project is not None:
-        env["PYTHONPATH"] = str(project / "src")
     return env
 
 
@@ -154,3 +156,34 @@ def pg_rows(stack: team.Stack, query: str, *params) -> list[tuple]:
     """Rows of `query` on the MLflow database, read straight from PostgreSQL."""
     with team.pg_connect(stack, "mlflow") as conn:
         return conn.execute(query, params).fetchall()
+
+
+def duplicated_metric_steps(stack: team.Stack, run_ids: list[str]) -> list[tuple]:
+    """(run, key, step) of every metric the runs logged more than once at one step, from PostgreSQL.
+
+    System metrics are sampled, not logged per step; Lightning logs `epoch` with each call that
+    logs at a step (the step's train and its val metrics), so two `epoch` rows there are expected.
+    """
+    return pg_rows(
+        stack,
+        "SELECT run_uuid, key, step FROM metrics WHERE run_uuid = ANY(%s) AND key NOT LIKE 'system/%%' "
+        "AND key <> 'epoch' GROUP BY run_uuid, key, step HAVING count(*) > 1",
+        run_ids,
+    )
+
+
+def signal_group(group: int, signum: int) -> None:
+    """`signum` to every process of `group`; a group that has ended is left to its caller's check."""
+    with suppress(ProcessLookupError):
+        os.killpg(group, signum)
+
+
+@contextmanager
+def frozen(group: int) -> Iterator[None]:
+    """Every process of `group` stopped (SIGSTOP) inside the block, continued after it: a test
+    looks at a pipeline or worker between two of its steps, however fast the machine runs it."""
+    signal_group(group, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        signal_group(group, signal.SIGCONT)

@@ -15,7 +15,7 @@ import pytest
 
 from aeflow.team import stack as team
 from aeflow.tracking.promote import EXIT_REFUSED
-from tests.stack.conftest import BIN, pg_rows, run_in, stack_env, tiny_clone
+from tests.stack.conftest import BIN, duplicated_metric_steps, pg_rows, run_in, stack_env, tiny_clone
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -95,14 +95,7 @@ def test_four_pipelines_at_once_lose_nothing_and_duplicate_nothing(four_runs):
     # Straight from PostgreSQL: no metric step, dataset or dataset link written twice.
     ids = list(run_ids)
     metric_rows = pg_rows(stack, "SELECT count(*) FROM metrics WHERE run_uuid = ANY(%s)", ids)[0][0]
-    duplicates = pg_rows(
-        stack,
-        # Lightning adds `epoch` to each call that logs at a step (a step's train and val metrics).
-        "SELECT run_uuid, key, step FROM metrics WHERE run_uuid = ANY(%s) AND key NOT LIKE 'system/%%' "
-        "AND key <> 'epoch' GROUP BY run_uuid, key, step HAVING count(*) > 1",
-        ids,
-    )
-    assert duplicates == []
+    assert duplicated_metric_steps(stack, ids) == []
     assert (
         pg_rows(
             stack,

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # Trials that count towards n_trials: failed ones are replaced.
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 FINGERPRINT_ATTR = "search_space"
+# How many trials the study had when its parent run and preset were last written from them.
+SUMMARIZED_ATTR = "summarized_trials"
 
 
 @dataclass
@@ -111,7 +113,22 @@ def work(
                     "Other workers are still running trials of %s; the last one writes the preset", spec.study
                 )
                 return SearchResult(study, None)
-            return SearchResult(study, results.summarize(study, spec, folder, client, parent, conf_dir))
+            # Every worker that finds no trial running gets here, one at a time: two whose last
+            # trials end close together both do. The study records which trials its summary
+            # covers (under the claim lock), so exactly one of them summarises them.
+            finished = len(study.get_trials(deepcopy=False))
+            if study.user_attrs.get(SUMMARIZED_ATTR) == finished:
+                log.info(
+                    "The %d trials of %s are summarised already, in MLflow run %s",
+                    finished,
+                    spec.study,
+                    parent,
+                )
+                _close_parent(client, parent, study)
+                return SearchResult(study, None)
+            preset = results.summarize(study, spec, folder, client, parent, conf_dir)
+            study.set_user_attr(SUMMARIZED_ATTR, finished)
+            return SearchResult(study, preset)
     finally:
         claim.release()
         worker.close()
@@ -127,6 +144,13 @@ def _check_same_space(study: optuna.Study, spec: SearchSpec, storage: str) -> No
             "objective, base or budget; resume it with the same file, or give this "
             "search a new name (--study NAME)"
         )
+
+
+def _close_parent(client: mlflow.MlflowClient, parent: str, study: optuna.Study) -> None:
+    """End the parent run this worker reopened, as the summary of the same trials ended it."""
+    if tracking.retry_locked(client.get_run, parent).info.status == "RUNNING":
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        tracking.retry_locked(client.set_terminated, parent, "FINISHED" if complete else "FAILED")
 
 
 def _mark_run_failed(client: mlflow.MlflowClient, trial: optuna.trial.FrozenTrial) -> None:

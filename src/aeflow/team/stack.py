@@ -129,9 +129,14 @@ class Stack:
 
 
 def free_port(preferred: int = 0) -> int:
-    """`preferred` if nothing listens on it on 127.0.0.1, else a port the OS picks."""
+    """`preferred` if nothing listens on it on 127.0.0.1, else a port the OS picks.
+
+    SO_REUSEADDR, as the servers set it: the connections of a server that was killed linger
+    in TIME_WAIT on its port, and a bind without it would call that port taken.
+    """
     for port in (preferred, 0) if preferred else (0,):
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
@@ -435,9 +440,24 @@ def start_mlflow(stack: Stack) -> None:
         "--artifacts-destination",
         stack.artifacts_destination,
     ]
-    env = {"MLFLOW_S3_ENDPOINT_URL": stack.s3_endpoint, **S3_CREDENTIALS}
+    env = {
+        "MLFLOW_S3_ENDPOINT_URL": stack.s3_endpoint,
+        **S3_CREDENTIALS,
+        # MLflow's job runner (a pool of huey consumers, each importing MLflow) serves its GenAI
+        # features (trace rollups, prompt optimisation), which the project does not use; on a
+        # laptop it would double the server's start-up.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     proc = spawn(cmd, stack, "mlflow", env)
     wait_for("mlflow server", lambda: http_ok(f"{stack.tracking_uri}/health"), stack.log_file("mlflow"), proc)
+
+
+def stop_mlflow(stack: Stack) -> int | None:
+    """Stop the MLflow server `up` started; its pid, or None when none ran."""
+    if pid := running_pid(stack.pid_file("mlflow"), "mlflow"):
+        stop_group(pid, "mlflow server")
+    stack.pid_file("mlflow").unlink(missing_ok=True)
+    return pid
 
 
 # --- up / down -----------------------------------------------------------------------------------
@@ -456,8 +476,19 @@ def up(root: Path, wipe: bool = False) -> Stack:
     stack.save()  # the password is kept before initdb uses it
     start_postgres(stack)
     stack.save()
+    s3_port = stack.s3_port
     start_s3(stack)
     stack.save()
+    if s3_port and stack.s3_port != s3_port:
+        # Its old port was taken: the running MLflow server still sends artifacts to that one.
+        log.warning(
+            "The S3 store moved from port %d to %d: restarting the MLflow server; update each "
+            "clone's DVC remote (dvc remote modify team endpointurl %s)",
+            s3_port,
+            stack.s3_port,
+            stack.s3_endpoint,
+        )
+        stop_mlflow(stack)
     start_mlflow(stack)
     stack.save()
     return stack
@@ -469,11 +500,7 @@ def down(root: Path, save: bool = True) -> list[str]:
     With `save`, the bucket is saved to `<root>/s3/` first, for the next `up`.
     """
     stack = Stack.load(root)
-    stopped = []
-    if pid := running_pid(stack.pid_file("mlflow"), "mlflow"):
-        stop_group(pid, "mlflow server")
-        stopped.append(f"mlflow server (pid {pid})")
-    stack.pid_file("mlflow").unlink(missing_ok=True)
+    stopped = [f"mlflow server (pid {pid})"] if (pid := stop_mlflow(stack)) else []
     if pid := running_pid(stack.pid_file("s3"), "moto_server"):
         if save:
             save_snapshot(stack)

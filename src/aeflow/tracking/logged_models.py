@@ -16,17 +16,26 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import mlflow
+from mlflow.entities import LoggedModelStatus
 
 log = logging.getLogger(__name__)
 
 TEST_PREFIX = "test/"
 
 
+def ready(models: Sequence[Any]) -> list[Any]:
+    """The models whose artifacts were all uploaded: an upload that failed (the artifact store
+    gone) leaves its model FAILED, and the package stage's next run logs a new one."""
+    return [m for m in models if m.status == LoggedModelStatus.READY]
+
+
 def run_models(run_id: str) -> list[Any]:
-    """The LoggedModels whose source is run `run_id` (MLflow records the run on each)."""
+    """The READY LoggedModels whose source is run `run_id` (MLflow records the run on each)."""
     experiment = mlflow.MlflowClient().get_run(run_id).info.experiment_id
-    return mlflow.search_logged_models(
-        experiment_ids=[experiment], filter_string=f"source_run_id = '{run_id}'", output_format="list"
+    return ready(
+        mlflow.search_logged_models(
+            experiment_ids=[experiment], filter_string=f"source_run_id = '{run_id}'", output_format="list"
+        )
     )
 
 
@@ -52,11 +61,11 @@ def link_metrics(run_id: str, metrics: Mapping[str, float] | None = None) -> lis
 
 
 def best(experiment_ids: Sequence[str], metric: str, direction: str = "minimize") -> Any | None:
-    """The LoggedModel with the best `metric` across `experiment_ids` (None when none has it)."""
+    """The READY LoggedModel with the best `metric` across `experiment_ids` (None when none has it)."""
     found = mlflow.search_logged_models(
         experiment_ids=list(experiment_ids),
         order_by=[{"field_name": f"metrics.{metric}", "ascending": direction == "minimize"}],
         output_format="list",
     )
-    with_metric = [m for m in found if any(x.key == metric for x in (m.metrics or []))]
+    with_metric = [m for m in ready(found) if any(x.key == metric for x in (m.metrics or []))]
     return with_metric[0] if with_metric else None

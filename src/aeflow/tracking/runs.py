@@ -351,11 +351,28 @@ def read_run_info(path: str | Path) -> dict[str, str]:
         raise TrackingError(f"{path}: cannot read the MLflow run id ({exc}); run `dvc repro train`") from exc
 
 
-def resume_run(run_info_path: str | Path, configured_uri: str | None = None) -> mlflow.ActiveRun:
-    """Reopen the run the train stage created (same store, same run id)."""
+@contextmanager
+def resume_run(run_info_path: str | Path, configured_uri: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """The run the train stage created (same store, same run id), reopened for the block.
+
+    The run ends FINISHED after the block, FAILED if it raises. A request to the store that
+    still fails after MLflow's own retries (the tracking server, or the artifact store behind
+    it, gone) ends the stage with one line naming the store, instead of a traceback.
+    """
     info = read_run_info(run_info_path)
     uri = store_uri(tracking_uri(configured_uri))
     preflight(uri)
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):
-        return retry_locked(mlflow.start_run, run_id=info["run_id"])
+        active = retry_locked(mlflow.start_run, run_id=info["run_id"])
+    try:
+        with active:
+            yield active
+    except mlflow.exceptions.MlflowException as exc:
+        shown = redact_uri(uri)
+        reason = str(exc).splitlines()[0].replace(uri, shown) if str(exc) else type(exc).__name__
+        raise TrackingError(
+            f"Logging to MLflow run {info['run_id']} in the store {shown} failed ({reason}). "
+            "What the stages before this one wrote is kept: once the store is back, `dvc repro` "
+            "runs this stage again, into the same run."
+        ) from exc
