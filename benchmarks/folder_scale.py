@@ -227,7 +227,12 @@ def run_stage(project: Path, cmd: str, cap: int | None) -> dict:
     if timed:
         row.update(peak_rss_mb=round(int(timed[-1][1]) / 1024, 1), time_s=float(timed[-1][2]))
     if proc.returncode:
-        lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("aeflow-time")]
+        # The stage's own last line, not /usr/bin/time's "Command exited with non-zero status".
+        lines = [
+            ln
+            for ln in proc.stderr.splitlines()
+            if ln.strip() and not ln.startswith(("aeflow-time", "Command exited with non-zero status"))
+        ]
         row["error"] = (lines or ["(no output)"])[-1][:300]
     return row
 
