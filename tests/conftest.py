@@ -190,6 +190,25 @@ def tiny_cfg(tmp_path: Path, synthetic_data):
     return cfg
 
 
+# ---- MLflow's process-wide tracking URI ---------------------------------------------------------
+# `mlflow.set_tracking_uri` sets a process global that wins over MLFLOW_TRACKING_URI, and sets
+# that variable too. A test (or a stage function it calls in process) that sets it would send the
+# clients of the next test on the same xdist worker, and the processes that test starts, to a store
+# that may be gone: `runs:/` URIs resolve their logged model through the global.
+_SESSION_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_tracking_uri_reset() -> Iterator[None]:
+    yield
+    if (mlflow := sys.modules.get("mlflow")) is not None:
+        mlflow.set_tracking_uri(None)
+    if _SESSION_TRACKING_URI is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = _SESSION_TRACKING_URI
+
+
 # ---- test tiers -------------------------------------------------------------------------------
 # A test is `integration` when it (or a fixture it uses, through any helper under tests/) starts
 # a process, or uses real MNIST; every other test is `unit`. `slow` is set by hand. Computed from
