@@ -191,7 +191,14 @@ TUTORIAL = ["tutorial_portable", "tutorial_default_seeds"]
 
 TABLES: dict[str, Callable[[Records], str]] = {
     "headline": runs_table(
-        [*TUTORIAL, "mnist-hinton2006", "mnist-hinton2006-best", "mnist-conv", "mnist-denoising"],
+        [
+            *TUTORIAL,
+            "mnist-hinton2006",
+            "mnist-hinton2006-portable",
+            "mnist-hinton2006-best",
+            "mnist-conv",
+            "mnist-denoising",
+        ],
         HEADLINE_COLUMNS,
     ),
     "results-mnist": runs_table(
