@@ -27,9 +27,11 @@ stage's `cmd` in its own process, in a temporary copy of the project with params
 composed from conf/ as `dvc exp run` composes it), on generated folders of each of
 `--counts` images (e.g. N and 4N), one short epoch of the default MLP; then the largest
 count again with every stage under `prlimit --data=<--cap-gb>`; then `--photos` images of
-256x256 RGB with the conv preset. Each row: stage, images, peak resident memory (the
-stage's process tree as `/usr/bin/time` reports it: the largest of its processes) and
-wall time; and per stage the peak's growth from the smallest count to the largest.
+256x256 RGB with the conv preset. Each row: stage, images, peak anonymous memory (RssAnon of
+the stage's process tree, summed, sampled every 50 ms: what the stage allocates), peak resident
+memory (as `/usr/bin/time` reports it: the largest of its processes, with the file pages of
+its memory maps, which grow with the data read but which the kernel drops under pressure) and
+wall time; and per stage both peaks' growth from the smallest count to the largest.
 
     python benchmarks/folder_scale.py --pipeline --counts 15000,60000 --cap-gb 2 --photos 2000 \
         --json results/folder_scale_pipeline.json
@@ -56,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+ANON_SAMPLE_S = 0.05  # how often a stage's anonymous memory is sampled
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -211,8 +214,32 @@ def stage_commands(project: Path) -> list[tuple[str, str]]:
     return [(name, stage["cmd"]) for name, stage in stages.items()]
 
 
+def tree_anon_bytes(root: int) -> int:
+    """Anonymous resident memory (RssAnon) of process `root` and its descendants, summed: the
+    memory a stage allocates, without the file pages of its memory maps, which the kernel may
+    drop at any time (and which VmHWM counts)."""
+    import psutil
+
+    total = 0
+    try:
+        procs = [psutil.Process(root)]
+        procs += procs[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    for proc in procs:
+        try:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    total += int(line.split()[1]) * 1024
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # ended between the listing and the read
+    return total
+
+
 def run_stage(project: Path, cmd: str, cap: int | None) -> dict:
-    """One stage's command under /usr/bin/time (and prlimit): peak RSS, wall time, exit code."""
+    """One stage's command under /usr/bin/time (and prlimit): peak RSS (the largest of its
+    processes, file pages of memory maps included), peak anonymous memory of its process tree
+    (sampled every `ANON_SAMPLE_S`), wall time, exit code."""
     import shlex
 
     argv = ["/usr/bin/time", "-f", "aeflow-time %M %e", *shlex.split(cmd)]
@@ -221,16 +248,23 @@ def run_stage(project: Path, cmd: str, cap: int | None) -> dict:
     env = dict(os.environ, PYTHONPATH=str(project / "src"), MALLOC_ARENA_MAX="2")
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True)
-    timed = [ln.split() for ln in proc.stderr.splitlines() if ln.startswith("aeflow-time ")]
-    row = {"exit_code": proc.returncode}
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(argv, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        peak_anon = 0
+        while proc.poll() is None:
+            peak_anon = max(peak_anon, tree_anon_bytes(proc.pid))
+            time.sleep(ANON_SAMPLE_S)
+        err.seek(0)
+        stderr = err.read()
+    timed = [ln.split() for ln in stderr.splitlines() if ln.startswith("aeflow-time ")]
+    row = {"exit_code": proc.returncode, "peak_anon_mb": round(peak_anon / 2**20, 1)}
     if timed:
         row.update(peak_rss_mb=round(int(timed[-1][1]) / 1024, 1), time_s=float(timed[-1][2]))
     if proc.returncode:
         # The stage's own last line, not /usr/bin/time's "Command exited with non-zero status".
         lines = [
             ln
-            for ln in proc.stderr.splitlines()
+            for ln in stderr.splitlines()
             if ln.strip() and not ln.startswith(("aeflow-time", "Command exited with non-zero status"))
         ]
         row["error"] = (lines or ["(no output)"])[-1][:300]
@@ -289,6 +323,7 @@ def growth(rows: list[dict], small: int, large: int) -> list[dict]:
             out.append(
                 {
                     "stage": stage,
+                    "peak_anon_growth": round(big["peak_anon_mb"] / row["peak_anon_mb"], 3),
                     "peak_rss_growth": round(big["peak_rss_mb"] / row["peak_rss_mb"], 3),
                     "time_growth": round(big["time_s"] / max(row["time_s"], 1e-9), 2),
                 }
@@ -298,21 +333,27 @@ def growth(rows: list[dict], small: int, large: int) -> list[dict]:
 
 def main_pipeline(args: argparse.Namespace) -> dict:
     counts = sorted(int(c) for c in args.counts.split(","))
+    parts = set(args.parts.split(","))
     rows: list[dict] = []
-    for count in counts:
-        folder = args.work / f"images-{args.size}-{count}"
-        generate(folder, count, args.size)
-        rows += pipeline(folder, args.size, args.override, None, "scale")
+    if "scale" in parts:
+        for count in counts:
+            folder = args.work / f"images-{args.size}-{count}"
+            generate(folder, count, args.size)
+            rows += pipeline(folder, args.size, args.override, None, "scale")
     cap = int(args.cap_gb * 1e9)
-    largest = args.work / f"images-{args.size}-{counts[-1]}"
-    rows += pipeline(largest, args.size, args.override, cap, "capped")
-    if args.photos:
+    cap_size = args.cap_size or args.size
+    if "capped" in parts:
+        largest = args.work / f"images-{cap_size}-{counts[-1]}"
+        generate(largest, counts[-1], cap_size)
+        rows += pipeline(largest, cap_size, args.override, cap, "capped")
+    if args.photos and "photos" in parts:
         photos = args.work / f"images-256-{args.photos}"
         generate(photos, args.photos, 256)
         rows += pipeline(photos, 256, ["experiment=conv", *args.override], None, "photos-conv")
     return {
         "counts": counts,
         "size": args.size,
+        "cap_size": cap_size,
         "cap_gb": round(cap / 1e9, 3),
         "load_avg_1min_at_end": os.getloadavg()[0],
         "rows": rows,
@@ -339,6 +380,10 @@ def main() -> None:
     parser.add_argument("--counts", default="15000,60000", help="--pipeline: images per folder")
     parser.add_argument("--photos", type=int, default=0, help="--pipeline: 256x256 RGB images, conv")
     parser.add_argument("--override", action="append", default=[], help="--pipeline: a Hydra override")
+    parser.add_argument("--cap-size", type=int, help="--pipeline: the capped run's side (default --size)")
+    parser.add_argument(
+        "--parts", default="scale,capped,photos", help="--pipeline: which runs (scale, capped, photos)"
+    )
     args = parser.parse_args()
     if args.pipeline:
         result = main_pipeline(args)

@@ -32,7 +32,9 @@ from pathlib import Path
 import torch
 
 from aeflow.evaluation.metrics import bce_per_image, sq_err_per_image
+from aeflow.evaluation.shrinkage import ledoit_wolf_shrinkage
 from aeflow.evaluation.streaming import (
+    Gather,
     as_float,  # noqa: F401 (one batch's conversion, for callers)
     float_batches,
     per_image,
@@ -101,8 +103,6 @@ class CodeGaussian:
         if len(z) < 2:
             raise ValueError(f"{len(z)} training codes: need at least 2 to fit a covariance")
         if shrinkage is None:
-            from sklearn.covariance import ledoit_wolf_shrinkage
-
             shrinkage = max(MIN_SHRINKAGE, float(ledoit_wolf_shrinkage(z.numpy())))
         mean = z.mean(0)
         cov = torch.cov(z.T).reshape(z.shape[1], z.shape[1])
@@ -123,15 +123,15 @@ def model_scores(
     """{score: (N,) float64} of the autoencoder's scores (`MODEL_SCORES`) for images: float
     (N, C, H, W) in [0, 1], or an image source of uint8 images (aeflow.evaluation.streaming),
     made float one batch of at most `batch` images at a time."""
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in MODEL_SCORES}
+    parts = {name: Gather(len(images)) for name in MODEL_SCORES}
     for x in float_batches(images, rows_per_batch(pixels_of(images), batch)):
         codes = encode(x)  # (B, D)
         recon = decode(codes).reshape(x.shape).double().cpu()
         target = x.double().cpu()
-        parts[SQ_ERR].append(sq_err_per_image(recon, target))
-        parts[BCE].append(bce_per_image(recon.clamp(BCE_EPS, 1 - BCE_EPS), target))
-        parts[MAHALANOBIS].append(gaussian.distance(codes))
-    return {name: torch.cat(p) if p else torch.zeros(0, dtype=torch.float64) for name, p in parts.items()}
+        parts[SQ_ERR].add(sq_err_per_image(recon, target))
+        parts[BCE].add(bce_per_image(recon.clamp(BCE_EPS, 1 - BCE_EPS), target))
+        parts[MAHALANOBIS].add(gaussian.distance(codes))
+    return {name: p.result(torch.zeros(0, dtype=torch.float64)) for name, p in parts.items()}
 
 
 def pca_scores(pca, images, batch: int | None = None) -> torch.Tensor:

@@ -156,19 +156,15 @@ def reconstruction_metrics_batched(
     Every per-image figure (squared error, BCE, SSIM) equals the whole-split one; PSNR is
     10 log10(1 / MSE) with the MSE summed from the per-image squared errors instead of over all
     pixels at once, so it can differ from `reconstruction_metrics`' in the last bits."""
-    from aeflow.evaluation.streaming import float_batches, pixels_of
+    from aeflow.evaluation.streaming import Gather, float_batches, pixels_of
 
-    parts: list[tuple[torch.Tensor, ...]] = []
+    sq, bce, ssim = (Gather(len(images)) for _ in range(3))
     for x in float_batches(images, batch):
         recon = reconstruct(x).reshape(x.shape).detach().cpu()
-        parts.append(
-            (
-                sq_err_per_image(recon.double(), x.double()),
-                bce_per_image(recon.double(), x.double()),
-                ssim_per_image(recon, x),
-            )
-        )
-    sq, bce, ssim = (torch.cat(p) for p in zip(*parts))
+        sq.add(sq_err_per_image(recon.double(), x.double()))
+        bce.add(bce_per_image(recon.double(), x.double()))
+        ssim.add(ssim_per_image(recon, x))
+    sq, bce, ssim = sq.result(), bce.result(), ssim.result()
     pixels = pixels_of(images)
 
     def psnr_of(mask: torch.Tensor | slice) -> float:

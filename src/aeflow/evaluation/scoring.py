@@ -47,7 +47,10 @@ def pca_components(latent_dim: int) -> int:
 
 @torch.no_grad()
 def in_batches(fn: Fn, x: torch.Tensor, batch: int = streaming.MAX_ROWS) -> torch.Tensor:
-    return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)])
+    gathered = streaming.Gather(len(x))
+    for i in range(0, len(x), batch):
+        gathered.add(fn(x[i : i + batch]))
+    return gathered.result()
 
 
 def probe_size(requested: int, pixels: int) -> int:
@@ -95,25 +98,25 @@ def score_codes(
     `by_digit` is empty."""
     train_codes = in_batches(encode, train_x)
     quantizer = M.Int8Quantizer().fit(train_codes)
-    codes, fp16, int8 = [], [], []
+    codes, fp16, int8 = (streaming.Gather(len(test_images)) for _ in range(3))
 
     def reconstruct(x: torch.Tensor) -> torch.Tensor:
         # Compression: the same decoder fed the code after a float16 or 8-bit round trip.
         z = encode(x)
-        codes.append(z)
+        codes.add(z)
         half = decode(M.float16_roundtrip(z).to(z.dtype)).reshape(x.shape)
-        fp16.append(M.sq_err_per_image(half.double(), x.double()))
+        fp16.add(M.sq_err_per_image(half.double(), x.double()))
         dequant = quantizer.dequantize(quantizer.quantize(z)).to(z.dtype)
-        int8.append(M.sq_err_per_image(decode(dequant).reshape(x.shape).double(), x.double()))
+        int8.add(M.sq_err_per_image(decode(dequant).reshape(x.shape).double(), x.double()))
         return decode(z)
 
     summary, by_digit, sq = M.reconstruction_metrics_batched(reconstruct, test_images, test_y)
-    codes = torch.cat(codes)
+    codes = codes.result()
     if labelled:
         summary[M.KNN] = M.knn_accuracy(train_codes, train_y, codes, test_y, config.knn_k)
         summary[M.LOGREG] = M.logreg_accuracy(train_codes, train_y, codes, test_y, config.logreg_max_iter)
     else:
         by_digit = {}
-    summary[M.SQ_ERR_FP16] = float(torch.cat(fp16).mean())
-    summary[M.SQ_ERR_INT8] = float(torch.cat(int8).mean())
+    summary[M.SQ_ERR_FP16] = float(fp16.result().mean())
+    summary[M.SQ_ERR_INT8] = float(int8.result().mean())
     return summary, by_digit, sq

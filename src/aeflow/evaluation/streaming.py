@@ -69,6 +69,38 @@ def float_batches(source: Any, size: int | None = None) -> Iterator[torch.Tensor
         yield as_float(batch)
 
 
+class Gather:
+    """Per-image results (B, ...) of successive batches, written in order into one (N, ...)
+    tensor allocated at the first batch: what `torch.cat` of the parts would give, bit for bit.
+
+    Why not a list of parts: each part is a small allocation made while the batch's large
+    temporaries are live. Freed, those temporaries leave holes in glibc's heap that the parts
+    now split, so the next batch's temporaries do not fit and the heap grows by about a
+    megabyte a batch: 570 MB over 300 batches of 64x64 RGB, a peak that grows with the number
+    of images. One tensor for the results keeps the heap at one batch's temporaries."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.filled = total, 0
+        self.out: torch.Tensor | None = None
+
+    def add(self, part: torch.Tensor) -> None:
+        part = part.detach()
+        if self.out is None:
+            self.out = torch.empty((self.total, *part.shape[1:]), dtype=part.dtype, device=part.device)
+        if self.filled + len(part) > self.total:
+            raise ValueError(f"more than the {self.total} rows expected")
+        self.out[self.filled : self.filled + len(part)] = part
+        self.filled += len(part)
+
+    def result(self, empty: torch.Tensor | None = None) -> torch.Tensor:
+        """The (N, ...) results; `empty` (default float32 zeros) when there were no rows."""
+        if self.out is None:
+            return torch.zeros(0) if empty is None else empty
+        if self.filled != self.total:
+            raise ValueError(f"{self.filled} rows gathered, {self.total} expected")
+        return self.out
+
+
 @torch.no_grad()
 def per_image(
     fn: Callable[[torch.Tensor], torch.Tensor], source: Any, size: int | None = None
@@ -77,8 +109,10 @@ def per_image(
 
     What replaces `fn(to_float(images))` on a whole split: the result is per image (codes,
     scores), the floats exist one batch at a time."""
-    parts = [fn(x) for x in float_batches(source, size)]
-    return torch.cat(parts) if parts else torch.zeros(0)
+    gathered = Gather(len(source))
+    for x in float_batches(source, size):
+        gathered.add(fn(x))
+    return gathered.result()
 
 
 def take(images: torch.Tensor, index: Any) -> torch.Tensor:

@@ -19,7 +19,7 @@ from aeflow.data.folder import has_labels  # noqa: E402
 from aeflow.evaluation.metrics import LABELS, SQ_ERR  # noqa: E402
 from aeflow.evaluation.pca import PCA  # noqa: E402
 from aeflow.evaluation.scoring import MODEL, NAMES  # noqa: E402
-from aeflow.evaluation.streaming import take  # noqa: E402
+from aeflow.evaluation.streaming import per_image, take  # noqa: E402
 from aeflow.io import atomic_path  # noqa: E402
 from aeflow.reporting.elements import Figure  # noqa: E402
 
@@ -213,12 +213,14 @@ def code_maps(
     images: torch.Tensor, labels: torch.Tensor, model, pixel_pca: PCA, path: Path, noun: str = "digit"
 ) -> Path:
     """2-D map of test codes coloured by `noun` (their label), the autoencoder beside PCA on pixels;
-    one colour for unlabelled images (labels -1)."""
+    one colour for unlabelled images (labels -1). `images`: uint8 as stored (a memory map is read
+    and made float one batch at a time: at 256x256 RGB, 5,000 images are 3.9 GB of float32), or
+    float in [0, 1]."""
     labelled = has_labels(labels)
-    points, how = to_2d(model.encode(images))
+    points, how = to_2d(per_image(model.encode, images))
     panels = [
         (f"autoencoder: {how}", points),
-        ("PCA of pixels: components 1 and 2", pixel_pca.encode(images)[:, :2]),
+        ("PCA of pixels: components 1 and 2", per_image(lambda x: pixel_pca.encode(x)[:, :2], images)),
     ]
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
     for ax, (title, pts) in zip(axes, panels):
@@ -302,9 +304,7 @@ def draw_all(
             f"{f'{noun} ' if labelled else ''}and squared error.",
         ),
         Figure(
-            code_maps(
-                take(images, torch.arange(shown)), labels[:n_map], model, pca.first(2), out / CODES_2D, noun
-            ),
+            code_maps(images[:shown], labels[:n_map], model, pca.first(2), out / CODES_2D, noun),
             f"Codes of {shown} test images {by_label}: the autoencoder "
             "(projection in the panel title) beside PCA of the pixels.",
         ),

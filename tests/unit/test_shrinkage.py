@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+from sklearn.covariance import ledoit_wolf_shrinkage as sklearn_shrinkage
+
+from aeflow.evaluation.shrinkage import ledoit_wolf_shrinkage
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("n", "p", "block"),
+    [(200, 16, 1000), (50, 128, 1000), (3, 40, 1000), (64, 23, 10), (40, 35, 7), (30, 20, 20)],
+)
+def test_shrinkage_is_scikit_learns_to_the_last_bit(n, p, block):
+    rng = np.random.default_rng(n * p + block)
+    x = rng.standard_normal((n, p)) @ rng.standard_normal((p, p)) + rng.standard_normal(p)
+    ours = ledoit_wolf_shrinkage(x, block)
+    theirs = sklearn_shrinkage(x, block_size=block)
+    assert ours == float(theirs)
+    assert 0 < ours <= 1
+
+
+def test_constant_or_single_feature_data_gives_no_shrinkage_as_scikit_learn_does():
+    assert ledoit_wolf_shrinkage(np.ones((10, 4))) == sklearn_shrinkage(np.ones((10, 4))) == 0
+    assert ledoit_wolf_shrinkage(np.arange(10.0)[:, None]) == 0.0
+
+
+def test_shrinkage_rejects_samples_that_are_not_a_matrix():
+    with pytest.raises(ValueError, match=r"expected \(N, D\)"):
+        ledoit_wolf_shrinkage(np.ones(5))
