@@ -216,3 +216,25 @@ def test_the_figures_from_uint8_images_are_those_from_the_float_split(tmp_path):
     assert drawn["uint8"].keys() == drawn["float"].keys() and len(drawn["uint8"]) == 6
     for name, png in drawn["float"].items():
         assert drawn["uint8"][name] == png, name
+
+
+def test_gathered_results_are_the_concatenated_parts_bit_for_bit():
+    double = torch.float64
+    parts = [torch.randn(5, 3, dtype=double), torch.randn(5, 3, dtype=double), torch.randn(2, 3)]
+    gathered = S.Gather(12)
+    for part in parts:
+        gathered.add(part)
+    expected = torch.cat([parts[0], parts[1], parts[2].double()])
+    assert gathered.result().dtype == torch.float64
+    assert torch.equal(gathered.result(), expected)
+
+
+def test_gather_refuses_too_many_or_too_few_rows_and_gives_the_empty_value_for_none():
+    gathered = S.Gather(3)
+    gathered.add(torch.zeros(2))
+    with pytest.raises(ValueError, match="2 rows gathered, 3 expected"):
+        gathered.result()
+    with pytest.raises(ValueError, match="more than the 3 rows"):
+        gathered.add(torch.zeros(2))
+    empty = torch.zeros(0, dtype=torch.float64)
+    assert S.Gather(0).result(empty) is empty
