@@ -313,6 +313,36 @@ def pipeline(images: Path, size: int, overrides: list[str], cap: int | None, lab
         shutil.rmtree(project, ignore_errors=True)
 
 
+def record_rows(runs: list[dict], small: int, large: int) -> list[dict]:
+    """One row per stage, for `aeflow record folder-scale --rows`: peak anonymous memory (MB) and
+    time (s) at each count, the growth from `small` to `large`, and the capped and photo runs."""
+
+    def cell(run: str, stage: str, images: int | None = None) -> dict | None:
+        return next(
+            (r for r in runs if r["run"] == run and r["stage"] == stage and images in (None, r["images"])),
+            None,
+        )
+
+    out = []
+    for stage in dict.fromkeys(r["stage"] for r in runs):
+        row: dict = {"stage": stage}
+        for label, found in (
+            (f"{small:,}", cell("scale", stage, small)),
+            (f"{large:,}", cell("scale", stage, large)),
+            ("capped", cell("capped", stage)),
+            ("photos", cell("photos-conv", stage)),
+        ):
+            if found is None:
+                continue
+            row[f"{label}: anon MB"] = found.get("peak_anon_mb")
+            row[f"{label}: s"] = found.get("time_s") if not found["exit_code"] else "failed"
+        few, many = cell("scale", stage, small), cell("scale", stage, large)
+        if few and many and few.get("peak_anon_mb"):
+            row["anon growth"] = round(many["peak_anon_mb"] / few["peak_anon_mb"], 3)
+        out.append(row)
+    return out
+
+
 def growth(rows: list[dict], small: int, large: int) -> list[dict]:
     """Per stage, peak memory and time at the largest count over those at the smallest."""
     by = {(r["stage"], r["images"]): r for r in rows if r["run"] == "scale" and "peak_rss_mb" in r}
@@ -356,8 +386,9 @@ def main_pipeline(args: argparse.Namespace) -> dict:
         "cap_size": cap_size,
         "cap_gb": round(cap / 1e9, 3),
         "load_avg_1min_at_end": os.getloadavg()[0],
-        "rows": rows,
+        "stage_runs": rows,
         "growth": growth(rows, counts[0], counts[-1]),
+        "rows": record_rows(rows, counts[0], counts[-1]),
         "cpu": os.cpu_count(),
     }
 

@@ -5,10 +5,11 @@ In a temporary copy of the project (never in the working tree; its stages run th
 code), with MNIST already in data/raw (copied from this checkout or a local mirror):
 
 1. `dvc repro download` (verifies the files in place), timed;
-2. fresh: `dvc repro <stage>` for each stage in pipeline order, each timed (each runs only that
-   stage: its upstream is done); the training time is the train stage's own (metrics/train.json);
+2. fresh: one `dvc repro`, as a user runs it, each stage timed from DVC's "Running stage" line
+   for it to the next (DVC's own start-up counted with the first stage); the training time is
+   the train stage's own (metrics/train.json);
 3. a training-only change (`--change`, default `optimizer.lr=0.005`: read by train alone): params.yaml
-   composed again, then each stage's `dvc repro <stage>` timed again; the baselines stage must not run;
+   composed again, then one `dvc repro` timed again the same way; the baselines stage must not run;
 4. each stage's start-up: a fresh interpreter running the stage's import statements and
    validating its config sections (benchmarks/bench.py's probe);
 5. `dvc repro` again with nothing to do, `--noop-repeats` times (median).
@@ -85,13 +86,35 @@ def ran(out: str) -> list[str]:
     return [ln.split("'")[1] for ln in out.splitlines() if ln.startswith("Running stage")]
 
 
-def repro_each(cwd: Path) -> tuple[dict[str, float], list[str]]:
-    """`dvc repro <stage>` for each stage in order: {stage: wall s}, and the stages that ran."""
-    walls, stages_ran = {}, []
-    for stage in STAGES:
-        walls[stage], out = sh(cwd, "dvc", "repro", stage)
-        stages_ran += ran(out)
-    return walls, stages_ran
+def repro_timed(cwd: Path) -> tuple[dict[str, float], list[str]]:
+    """One `dvc repro`, as a user runs it (DVC starts once): {stage: wall s}, and the stages
+    that ran. A stage's wall runs from DVC's "Running stage" line for it to the next one (or
+    to the end): its process and DVC's bookkeeping of its outputs."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env["PYTHONPATH"] = str(cwd / "src")  # the copy's code, not the working tree's
+    env["PYTHONUNBUFFERED"] = "1"  # DVC's lines as they are written: their times are the stages'
+    env.pop("MLFLOW_TRACKING_URI", None)
+    start = time.perf_counter()
+    marks: list[tuple[str, float]] = []
+    lines: list[str] = []
+    proc = subprocess.Popen(
+        ["dvc", "repro"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Running stage"):
+            marks.append((line.split("'")[1], time.perf_counter()))
+    end = time.perf_counter()
+    if proc.wait():
+        sys.exit(f"dvc repro failed:\n{''.join(lines)[-4000:]}")
+    walls = {stage: 0.0 for stage in STAGES}
+    for (stage, began), (_, until) in zip(marks, [*marks[1:], ("", end)]):
+        walls[stage] = until - began
+    # DVC's start-up (reading the graph, checking what changed) goes with the first stage.
+    if marks:
+        walls[marks[0][0]] += marks[0][1] - start
+    return walls, [stage for stage, _ in marks]
 
 
 def summary(walls: dict[str, float], stages_ran: list[str], train: dict) -> dict:
@@ -139,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
             overrides.append(f"data.source.mirrors=[{LOCAL_MIRROR.as_uri()}/]")
         sh(tmp, sys.executable, "-m", "aeflow.config", *overrides)
         download_s, _ = sh(tmp, "dvc", "repro", "download")
-        fresh_walls, fresh_ran = repro_each(tmp)
+        fresh_walls, fresh_ran = repro_timed(tmp)
         fresh = summary(fresh_walls, fresh_ran, json.loads((tmp / "metrics" / "train.json").read_text()))
         fresh["test_sq_err_per_image"] = json.loads((tmp / "metrics" / "evaluate.json").read_text())["test"][
             "sq_err_per_image"
@@ -150,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
                 shutil.copy2(csv, Path(args.fresh_outputs) / csv.name)
         sh(tmp, sys.executable, "-m", "aeflow.config", *overrides, args.change)
         changed = sh(tmp, "dvc", "status")[1]
-        change_walls, change_ran = repro_each(tmp)
+        change_walls, change_ran = repro_timed(tmp)
         change = summary(change_walls, change_ran, json.loads((tmp / "metrics" / "train.json").read_text()))
         startup = {stage: stage_startup(stage, args.startup_repeats, cwd=tmp) for stage in STAGES}
         noop = [sh(tmp, "dvc", "repro")[0] for _ in range(args.noop_repeats)]
@@ -194,7 +217,7 @@ def record_rows(r: dict) -> list[dict]:
         ran = stage in change["stages_ran"]
         rows.append(
             row(
-                f"dvc repro {stage}",
+                f"stage {stage}",
                 fresh["stage_s"][stage],
                 change["stage_s"][stage] if ran else None,
                 **{"start-up s": r["stage_startup"][stage]["process_s"]},
@@ -202,7 +225,7 @@ def record_rows(r: dict) -> list[dict]:
         )
     rows += [
         row("evaluate + visualize", fresh["evaluate_plus_visualize_s"], change["evaluate_plus_visualize_s"]),
-        row("pipeline (every stage)", fresh["pipeline_s"], change["pipeline_s"]),
+        row("pipeline (one dvc repro)", fresh["pipeline_s"], change["pipeline_s"]),
         row("pipeline / training", fresh["pipeline_over_training"], change["pipeline_over_training"]),
         row("dvc repro download", r["download_s"], None),
         row("no-op dvc repro (median)", r["noop_repro_s"], None),
@@ -222,7 +245,7 @@ def table(r: dict) -> str:
     for stage in STAGES:
         skipped = "" if stage in change["stages_ran"] else " (skipped)"
         lines.append(
-            f"{'dvc repro ' + stage:<30} {fresh['stage_s'][stage]:>8.1f} {change['stage_s'][stage]:>9.1f} "
+            f"{'stage ' + stage:<30} {fresh['stage_s'][stage]:>8.1f} {change['stage_s'][stage]:>9.1f} "
             f"{r['stage_startup'][stage]['process_s']:>10.2f}{skipped}"
         )
     lines += [
@@ -230,7 +253,7 @@ def table(r: dict) -> str:
         f"{change['evaluate_plus_visualize_s']:>9.1f}",
         f"{'after training (' + ', '.join(AFTER_TRAINING) + ')':<30} {fresh['after_training_s']:>8.1f} "
         f"{change['after_training_s']:>9.1f}",
-        f"{'pipeline (every stage)':<30} {fresh['pipeline_s']:>8.1f} {change['pipeline_s']:>9.1f}",
+        f"{'pipeline (one dvc repro)':<30} {fresh['pipeline_s']:>8.1f} {change['pipeline_s']:>9.1f}",
         f"{'pipeline / training':<30} {fresh['pipeline_over_training']:>7.2f}x "
         f"{change['pipeline_over_training']:>8.2f}x",
         f"{'baselines (paid once)':<30} {fresh['stage_s']['baselines']:>8.1f}   "

@@ -46,7 +46,11 @@ def pca_components(latent_dim: int) -> int:
 
 
 @torch.no_grad()
-def in_batches(fn: Fn, x: torch.Tensor, batch: int = streaming.MAX_ROWS) -> torch.Tensor:
+def in_batches(fn: Fn, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+    """`fn` of float images `x` (N, C, H, W), `batch` rows at a time (default
+    `streaming.rows_per_batch`: 2,048 MNIST images, fewer of larger ones; at 128x128 RGB, 2,048
+    rows in float64 would be 805 MB), concatenated."""
+    batch = batch or streaming.rows_per_batch(streaming.pixels_of(x))
     gathered = streaming.Gather(len(x))
     for i in range(0, len(x), batch):
         gathered.add(fn(x[i : i + batch]))
