@@ -161,8 +161,10 @@ def reconstruction_metrics_batched(
     sq, bce, ssim = (Gather(len(images)) for _ in range(3))
     for x in float_batches(images, batch):
         recon = reconstruct(x).reshape(x.shape).detach().cpu()
-        sq.add(sq_err_per_image(recon.double(), x.double()))
-        bce.add(bce_per_image(recon.double(), x.double()))
+        recon64, x64 = recon.double(), x.double()
+        sq.add(sq_err_per_image(recon64, x64))
+        bce.add(bce_per_image(recon64, x64))
+        del recon64, x64  # before SSIM's temporaries: the heap reuses their space
         ssim.add(ssim_per_image(recon, x))
     sq, bce, ssim = sq.result(), bce.result(), ssim.result()
     pixels = pixels_of(images)
