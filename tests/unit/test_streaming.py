@@ -52,6 +52,17 @@ def test_impulse_noise_in_batches_draws_the_hits_then_the_salt_of_the_whole_set(
     assert torch.equal(batched, expected)
 
 
+def test_impulse_noise_skips_its_salt_draws_in_bounded_chunks_to_the_same_place(monkeypatch):
+    # 16 images a skip (the byte budget of 16 images of 3x12x12 in float64) instead of all 40.
+    import aeflow.evaluation.corruptions as C
+
+    images = _low_rank_images(40)
+    whole = torch.cat(list(CorruptedImages(images, "impulse_noise", seed=5).batches(16)))
+    monkeypatch.setattr(C, "SKIP_BYTES", 16 * 8 * S.pixels_of(images))
+    chunked = torch.cat(list(CorruptedImages(images, "impulse_noise", seed=5).batches(16)))
+    assert torch.equal(chunked, whole)
+
+
 def test_rows_read_the_selection_batch_by_batch():
     images = _low_rank_images(40)
     mask = torch.arange(40) % 3 == 0

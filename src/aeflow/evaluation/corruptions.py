@@ -17,6 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from aeflow.evaluation.metrics import blur_matrix
+from aeflow.evaluation.streaming import rows_per_batch
+
+# impulse_noise's skip-ahead of the salt generator: at most this many images a draw, and
+# this many bytes counted as rows_per_batch counts them (float64; the draws are float32).
+SKIP_ROWS, SKIP_BYTES = 4096, 64 * 2**20
 
 # A corruption is planned for a whole set, then applied batch by batch: `plan(n, shape, gen)`
 # draws what varies per image (angles, offsets) for all `n` images of `shape` (C, H, W) up front
@@ -99,8 +104,11 @@ def impulse_noise(n: int, shape: tuple[int, int, int], gen: torch.Generator) -> 
     # starts where the hit draws of all n images end.
     salt_gen = torch.Generator().set_state(gen.get_state())
     per_image = math.prod(shape)
-    for start in range(0, n, 4096):
-        torch.rand(min(4096, n - start) * per_image, generator=salt_gen)
+    # Skipped in chunks of whole 16-value blocks, which leave the generator where one draw of all
+    # would: 4,096 MNIST images, fewer large ones (4,096 of 128x128 RGB would be 805 MB of floats).
+    rows = rows_per_batch(per_image, max_rows=SKIP_ROWS, batch_bytes=SKIP_BYTES)
+    for start in range(0, n, rows):
+        torch.rand(min(rows, n - start) * per_image, generator=salt_gen)
 
     def apply(batch: torch.Tensor, start: int) -> torch.Tensor:
         hit = torch.rand(batch.shape, generator=gen) < 0.1
