@@ -213,6 +213,8 @@ TABLES: dict[str, Callable[[Records], str]] = {
     "bench-first-run": rows_table("bench-first-run"),
     "bench-gpu": rows_table("bench-gpu"),
     "onnx-latency": rows_table("onnx-latency"),
+    # Each stage's peak anonymous memory and time on your own images (benchmarks/folder_scale.py).
+    "folder-scale": rows_table("folder-scale"),
     # Every metric of the inspection preset (ae_*) and of the PCA-residual baseline (pca_*).
     "inspection": rows_table(
         "inspection",
