@@ -102,9 +102,9 @@ def generate(root: Path, count: int, size: int) -> float:
     return time.perf_counter() - start
 
 
-def status(key: str) -> int:
-    """A /proc/self/status value in bytes (VmHWM, RssAnon, VmData)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def status(key: str, pid: int | str = "self") -> int:
+    """A /proc/<pid>/status value in bytes (VmHWM, RssAnon, VmData)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
     raise KeyError(key)
@@ -228,9 +228,7 @@ def tree_anon_bytes(root: int) -> int:
         return 0
     for proc in procs:
         try:
-            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                if line.startswith("RssAnon:"):
-                    total += int(line.split()[1]) * 1024
+            total += status("RssAnon", proc.pid)
         except (FileNotFoundError, ProcessLookupError):
             pass  # ended between the listing and the read
     return total

@@ -46,12 +46,18 @@ AFTER_TRAINING = tuple(STAGES[STAGES.index("train") + 1 :])
 LOCAL_MIRROR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
 
 
-def sh(cwd: Path, *cmd: str) -> tuple[float, str]:
+def copy_env(cwd: Path) -> dict[str, str]:
+    """The environment a command runs in inside the copy at `cwd`: this venv's tools, the copy's
+    code (not the working tree's), the default (local) MLflow store."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    env["PYTHONPATH"] = str(cwd / "src")  # the copy's code, not the working tree's
+    env["PYTHONPATH"] = str(cwd / "src")
     env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def sh(cwd: Path, *cmd: str) -> tuple[float, str]:
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=copy_env(cwd), capture_output=True, text=True)
     took = time.perf_counter() - t
     if proc.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -90,10 +96,8 @@ def repro_timed(cwd: Path) -> tuple[dict[str, float], list[str]]:
     """One `dvc repro`, as a user runs it (DVC starts once): {stage: wall s}, and the stages
     that ran. A stage's wall runs from DVC's "Running stage" line for it to the next one (or
     to the end): its process and DVC's bookkeeping of its outputs."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    env["PYTHONPATH"] = str(cwd / "src")  # the copy's code, not the working tree's
+    env = copy_env(cwd)
     env["PYTHONUNBUFFERED"] = "1"  # DVC's lines as they are written: their times are the stages'
-    env.pop("MLFLOW_TRACKING_URI", None)
     start = time.perf_counter()
     marks: list[tuple[str, float]] = []
     lines: list[str] = []

@@ -29,6 +29,22 @@ SHAPE = (3, 64, 64)
 CAP_MB = 650
 
 
+def probe_growth(script: str, *args: str, timeout: int) -> float:
+    """The peak anonymous memory growth (MB) that tests/`script` prints, run in its own process
+    with one thread (the probes import `tests.memory_probe`: the checkout is on the path)."""
+    env = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}:{REPO}", OMP_NUM_THREADS="1", MALLOC_ARENA_MAX="2")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tests" / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])["peak_anon_growth_mb"]
+
+
 def test_evaluation_scoring_and_detector_fit_stay_under_a_cap_the_float_split_exceeds(tmp_path):
     rng = np.random.default_rng(0)
     for split, n in SIZES.items():
@@ -37,17 +53,7 @@ def test_evaluation_scoring_and_detector_fit_stay_under_a_cap_the_float_split_ex
             images[start : start + 500] = rng.integers(0, 256, (min(500, n - start), *SHAPE), dtype=np.uint8)
         images.flush()
         del images
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1", MALLOC_ARENA_MAX="2")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "memory_probe.py"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    growth = json.loads(proc.stdout.strip().splitlines()[-1])["peak_anon_growth_mb"]
+    growth = probe_growth("memory_probe.py", str(tmp_path), timeout=900)
     assert growth < CAP_MB, f"peak anonymous memory grew by {growth} MB (cap {CAP_MB} MB)"
 
 
@@ -92,22 +98,10 @@ FEW_IMAGES, MANY_IMAGES = 15 * 160, 150 * 160
 GROWTH_ALLOWED_MB = 200
 
 
-def _batch_growth_peak(count: int) -> float:
-    env = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}:{REPO}", OMP_NUM_THREADS="1", MALLOC_ARENA_MAX="2")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "batch_growth_probe.py"), str(count)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])["peak_anon_growth_mb"]
-
-
 def test_scoring_memory_does_not_grow_with_the_number_of_batches():
-    few, many = _batch_growth_peak(FEW_IMAGES), _batch_growth_peak(MANY_IMAGES)
+    few, many = (
+        probe_growth("batch_growth_probe.py", str(n), timeout=600) for n in (FEW_IMAGES, MANY_IMAGES)
+    )
     assert many - few < GROWTH_ALLOWED_MB, (
         f"peak anonymous memory {few} MB for {FEW_IMAGES} images, {many} MB for {MANY_IMAGES}"
     )

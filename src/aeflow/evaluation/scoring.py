@@ -45,18 +45,6 @@ def pca_components(latent_dim: int) -> int:
     return max(latent_dim, 2)
 
 
-@torch.no_grad()
-def in_batches(fn: Fn, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
-    """`fn` of float images `x` (N, C, H, W), `batch` rows at a time (default
-    `streaming.rows_per_batch`: 2,048 MNIST images, fewer of larger ones; at 128x128 RGB, 2,048
-    rows in float64 would be 805 MB), concatenated."""
-    batch = batch or streaming.rows_per_batch(streaming.pixels_of(x))
-    gathered = streaming.Gather(len(x))
-    for i in range(0, len(x), batch):
-        gathered.add(fn(x[i : i + batch]))
-    return gathered.result()
-
-
 def probe_size(requested: int, pixels: int) -> int:
     """Probe training images for images of `pixels` values: `requested`, at most `PROBE_BYTES`
     of float32."""
@@ -100,7 +88,7 @@ def score_codes(
     `test_images` are uint8 (a memory map is fine), read once batch by batch; only codes and
     per-image figures are kept. Without labels (`labelled` false) there are no probes and
     `by_digit` is empty."""
-    train_codes = in_batches(encode, train_x)
+    train_codes = streaming.per_image(encode, train_x)
     quantizer = M.Int8Quantizer().fit(train_codes)
     codes, fp16, int8 = (streaming.Gather(len(test_images)) for _ in range(3))
 
