@@ -229,8 +229,8 @@ def tree_anon_bytes(root: int) -> int:
     for proc in procs:
         try:
             total += status("RssAnon", proc.pid)
-        except (FileNotFoundError, ProcessLookupError):
-            pass  # ended between the listing and the read
+        except (FileNotFoundError, ProcessLookupError, KeyError):
+            pass  # ended between the listing and the read (a zombie's status has no RssAnon)
     return total
 
 

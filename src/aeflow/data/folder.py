@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,32 +75,36 @@ def check_fractions(val_size: float, test_size: float) -> None:
         )
 
 
-def _image_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(images, other files) below `folder`, hidden files and folders left out."""
+def _image_files(folder: Path) -> tuple[list[str], list[str]]:
+    """(images, other files) below `folder` as paths relative to it ('a/b.png'), hidden files and
+    folders left out. Strings, not Path objects: a Path costs several times its string, and a
+    folder may hold millions of images."""
     images, others = [], []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
-        (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
-    return images, others
+    for top, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # symlinked folders are not followed
+        base = Path(top).relative_to(folder).as_posix()
+        prefix = "" if base == "." else f"{base}/"
+        for name in names:
+            if name.startswith(".") or not os.path.isfile(os.path.join(top, name)):
+                continue
+            (images if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES else others).append(prefix + name)
+    return sorted(images), sorted(others)
 
 
-def _class_of(rel: Path) -> str | None:
-    return rel.parts[0] if len(rel.parts) > 1 else None
+def _class_of(rel: str) -> str | None:
+    head, sep, _ = rel.partition("/")
+    return head if sep else None
 
 
-def _labelled(root: Path, split_root: Path, images: list[Path]) -> list[tuple[str, str | None]]:
-    """(path relative to `root`, class or None) of each image; a folder mixing both layouts is an error."""
-    out = [(p.relative_to(root).as_posix(), _class_of(p.relative_to(split_root))) for p in images]
-    loose = [rel for rel, cls in out if cls is None]
-    if loose and len(loose) != len(out):
+def _check_layout(split_root: Path, images: list[str]) -> None:
+    """A folder mixing both layouts (images directly in it and in class subfolders) is an error."""
+    loose = [rel for rel in images if _class_of(rel) is None]
+    if loose and len(loose) != len(images):
         raise DataError(
             f"{split_root}: {len(loose)} image(s) lie directly in the folder (e.g. {loose[0]}) and "
-            f"{len(out) - len(loose)} in class subfolders; put every image in a class subfolder "
+            f"{len(images) - len(loose)} in class subfolders; put every image in a class subfolder "
             "(labelled) or none (unlabeled)"
         )
-    return out
 
 
 def scan_folder(
@@ -116,52 +121,55 @@ def scan_folder(
         roots = {s: root / s for s in given}
     else:
         given, roots = [], {"train": root}
-    entries: list[tuple[str, str, str | None]] = []  # (split, path relative to root, class)
-    others: list[Path] = []
-    for split, split_root in roots.items():
-        images, extra = _image_files(split_root)
-        others += extra
-        for rel, cls in _labelled(root, split_root, images):
-            if split == "train":
-                drawn = hashed_split(
-                    Path(rel).relative_to(split_root.relative_to(root)).as_posix(),
-                    0 if "val" in given else val_size,
-                    0 if "test" in given else test_size,
-                    split_seed,
-                )
-            else:
-                drawn = split
-            entries.append((drawn, rel, cls))
+    # Each split's files come from one root (a split folder, or train's by hash), in sorted order;
+    # the index is built in place: no per-image tuples, which cost more than the names.
+    scanned = {split: _image_files(split_root) for split, split_root in roots.items()}
+    others = [_prefix(root, roots[split]) + rel for split, (_, extra) in scanned.items() for rel in extra]
     if others:
         log.warning(
             "%s: %d file(s) that are not %s images left out, e.g. %s",
             root,
             len(others),
             "/".join(IMAGE_SUFFIXES),
-            others[0].relative_to(root),
+            others[0],
         )
-    if not entries:
+    if not any(images for images, _ in scanned.values()):
         raise DataError(f"data.path={str(root)!r}: no {'/'.join(IMAGE_SUFFIXES)} images found")
-    return _index(entries, given)
-
-
-def _index(entries: Iterable[tuple[str, str, str | None]], given: list[str]) -> FolderIndex:
-    entries = sorted(entries, key=lambda e: e[1])
-    named = {cls for _, _, cls in entries}
+    named: set[str | None] = set()
+    for split, (images, _) in scanned.items():
+        _check_layout(roots[split], images)
+        named |= {_class_of(rel) for rel in images}
     if None in named and len(named) > 1:
         raise DataError("some splits have class subfolders and others not; use one layout in every split")
     classes = sorted(c for c in named if c is not None)
     number = {c: i for i, c in enumerate(classes)}
     index = FolderIndex(classes=classes, split_folders=given)
-    for split, rel, cls in entries:
-        index.files[split].append(rel)
-        index.labels[split].append(number[cls] if cls is not None else UNLABELED)
+    for split, (images, _) in scanned.items():
+        prefix = _prefix(root, roots[split])
+        for rel in images:
+            drawn = split
+            if split == "train":
+                drawn = hashed_split(
+                    rel,
+                    0 if "val" in given else val_size,
+                    0 if "test" in given else test_size,
+                    split_seed,
+                )
+            cls = _class_of(rel)
+            index.files[drawn].append(prefix + rel)
+            index.labels[drawn].append(number[cls] if cls is not None else UNLABELED)
+        images.clear()  # the names now live in the index
     fix = {"train": "lower data.val_size and data.test_size", "test": "raise data.test_size"}
     for split, advice in fix.items():
         if not index.files[split]:
             raise DataError(f"the {split} split has no images ({index.counts()}); add images or {advice}")
     log.info("images per split: %s; classes: %s", index.counts(), classes or "none (unlabeled)")
     return index
+
+
+def _prefix(root: Path, split_root: Path) -> str:
+    """What turns a path relative to `split_root` into one relative to `root` ('' or 'train/')."""
+    return "" if split_root == root else f"{split_root.relative_to(root).as_posix()}/"
 
 
 def describe(data: Mapping[str, Any]) -> str:

@@ -338,7 +338,8 @@ def _write_split(
     labels = io.BytesIO()
     np.lib.format.write_array(labels, np.asarray(index.labels[split], dtype=np.int64))  # .npy bytes
     write_bytes(tmp["labels"], labels.getvalue())
-    write_text(tmp["files"], "".join(f"{name}\n" for name in names))
+    # One joined string, not a new string per name first: the list is one split's every file.
+    write_text(tmp["files"], "\n".join(names) + "\n" if names else "")
     return bad
 
 
