@@ -100,12 +100,16 @@ class CodeGaussian:
         if shrinkage is not None and not 0 < shrinkage <= 1:
             raise ValueError(f"shrinkage={shrinkage}: must be in (0, 1], or None for Ledoit-Wolf's")
         z = codes.detach().flatten(1).double().cpu()  # (N, D)
+        owned = z.data_ptr() != codes.data_ptr()  # z is a copy, which the fit may work in
+        del codes  # the float32 codes are freed here when the caller holds no reference
         if len(z) < 2:
             raise ValueError(f"{len(z)} training codes: need at least 2 to fit a covariance")
-        if shrinkage is None:
-            shrinkage = max(MIN_SHRINKAGE, float(ledoit_wolf_shrinkage(z.numpy())))
         mean = z.mean(0)
         cov = torch.cov(z.T).reshape(z.shape[1], z.shape[1])
+        if shrinkage is None:
+            # Last: the estimate centres and squares the samples in place when z is a copy, so the
+            # fit holds one float64 copy of the codes at a time, not three.
+            shrinkage = max(MIN_SHRINKAGE, float(ledoit_wolf_shrinkage(z.numpy(), overwrite=owned)))
         scale = float(cov.diagonal().mean()) or 1.0  # all-constant codes: unit scale
         cov = (1 - shrinkage) * cov + shrinkage * scale * torch.eye(len(mean), dtype=cov.dtype)
         return cls(mean=mean, precision=torch.linalg.inv(cov), shrinkage=shrinkage)
@@ -299,8 +303,10 @@ def fit_detector(
     image (128 floats for the default model against 784 pixels), as the per-image scores are."""
     if score not in MODEL_SCORES:
         raise ValueError(f"score={score!r}: allowed: {', '.join(MODEL_SCORES)}")
-    codes = per_image(encode, train_images, rows_per_batch(pixels_of(train_images)))
-    gaussian = CodeGaussian.fit(codes, shrinkage)
+    # No reference kept here: the fit frees the float32 codes once it holds them as float64.
+    gaussian = CodeGaussian.fit(
+        per_image(encode, train_images, rows_per_batch(pixels_of(train_images))), shrinkage
+    )
     val = model_scores(encode, decode, gaussian, val_images)
     return DetectorState(
         mean=gaussian.mean.tolist(),

@@ -13,34 +13,40 @@ import numpy as np
 BLOCK = 1000  # scikit-learn's default block_size: features are multiplied in blocks of this many
 
 
-def ledoit_wolf_shrinkage(x: np.ndarray, block: int = BLOCK) -> float:
-    """The shrinkage in [0, 1] of Ledoit-Wolf's estimate for the float64 samples `x` (N, D)."""
+def ledoit_wolf_shrinkage(x: np.ndarray, block: int = BLOCK, overwrite: bool = False) -> float:
+    """The shrinkage in [0, 1] of Ledoit-Wolf's estimate for the float64 samples `x` (N, D).
+
+    `overwrite`: `x` (float64) may be used as working memory (it is centred, then squared, in
+    place): one (N, D) array instead of three, for a fit over every training code. The value is
+    the same: each of the two sums takes its blocks in scikit-learn's order, only no longer
+    interleaved with the other's."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"samples of shape {x.shape}: expected (N, D)")
     if x.shape[1] == 1:  # one feature: the result is the same whatever the shrinkage
         return 0.0
     n, p = x.shape
-    x = x - x.mean(0)
-    x2 = x**2
-    trace = np.sum(x2, axis=0) / n
-    mu = np.sum(trace) / p
+    mean = x.mean(0)
+    if overwrite:
+        x -= mean
+    else:
+        x = x - mean
     edge = block * (p // block)
     blocks = [slice(block * i, block * (i + 1)) for i in range(p // block)]
-    beta_, delta_ = 0.0, 0.0  # sums of <X2.T, X2>'s coefficients and of <X.T, X>'s squared
-    # The blocks in scikit-learn's order: full x full and full x edge by row, then edge x full.
-    for rows in blocks:
-        for cols in blocks:
-            beta_ += np.sum(np.dot(x2.T[rows], x2[:, cols]))
-            delta_ += np.sum(np.dot(x.T[rows], x[:, cols]) ** 2)
-        beta_ += np.sum(np.dot(x2.T[rows], x2[:, edge:]))
-        delta_ += np.sum(np.dot(x.T[rows], x[:, edge:]) ** 2)
-    for cols in blocks:
-        beta_ += np.sum(np.dot(x2.T[edge:], x2[:, cols]))
-        delta_ += np.sum(np.dot(x.T[edge:], x[:, cols]) ** 2)
-    delta_ += np.sum(np.dot(x.T[edge:], x[:, edge:]) ** 2)
+    # The blocks in scikit-learn's order: full x full and full x edge by row, then edge x full,
+    # then edge x edge. delta_ sums <X.T, X>'s coefficients squared; beta_ those of <X2.T, X2>.
+    pairs = [(rows, cols) for rows in blocks for cols in [*blocks, slice(edge, None)]]
+    pairs += [(slice(edge, None), cols) for cols in blocks] + [(slice(edge, None), slice(edge, None))]
+    delta_ = 0.0
+    for rows, cols in pairs:
+        delta_ += np.sum(np.dot(x.T[rows], x[:, cols]) ** 2)
+    x2 = np.multiply(x, x, out=x) if overwrite else x**2
+    beta_ = 0.0
+    for rows, cols in pairs:
+        beta_ += np.sum(np.dot(x2.T[rows], x2[:, cols]))
+    trace = np.sum(x2, axis=0) / n
+    mu = np.sum(trace) / p
     delta_ /= n**2
-    beta_ += np.sum(np.dot(x2.T[edge:], x2[:, edge:]))
     beta = 1.0 / (p * n) * (beta_ / n - delta_)
     delta = (delta_ - 2.0 * mu * trace.sum() + p * mu**2) / p
     beta = min(beta, delta)  # never shrink past 1
