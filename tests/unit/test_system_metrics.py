@@ -44,3 +44,16 @@ def test_nothing_is_sampled_when_switched_off(tmp_path, monkeypatch):
     with system.logged(run_id, uri):
         time.sleep(0.5)
     assert not [k for k in client.get_run(run_id).data.metrics if k.startswith("system/")]
+
+
+def test_a_training_shorter_than_the_sampling_interval_still_gets_one_sample(tmp_path, monkeypatch):
+    # MLflow's monitor publishes only after a whole interval: without the closing sample, a block
+    # this short would leave the run without system metrics.
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "30")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("system")).info.run_id
+    with system.logged(run_id, uri):
+        time.sleep(0.2)
+    history = client.get_metric_history(run_id, "system/cpu_utilization_percentage")
+    assert len(history) == 1, sorted(client.get_run(run_id).data.metrics)

@@ -42,5 +42,20 @@ def logged(run_id: str | None, tracking_uri: str | None = None) -> Iterator[None
     finally:
         try:
             monitor.finish()
+            _at_least_one_sample(monitor, run_id, tracking_uri)
         except Exception as exc:  # noqa: BLE001 (the training's own logging reports a lost store)
             log.warning("System metrics of run %s not flushed: %s", run_id, exc)
+
+
+def _at_least_one_sample(monitor, run_id: str, tracking_uri: str | None) -> None:
+    """One sample, logged now, when the monitor logged none: its loop publishes only after a
+    whole sampling interval, and stops without a word when one status check of the run fails
+    (a busy tracking server), so a short or unlucky training would have no system metrics."""
+    from mlflow.tracking import MlflowClient
+
+    metrics = MlflowClient(tracking_uri).get_run(run_id).data.metrics
+    if any(key.startswith("system/") for key in metrics):
+        return
+    monitor.collect_metrics()
+    monitor.publish_metrics(monitor.aggregate_metrics())
+    monitor.mlflow_logger.flush()
