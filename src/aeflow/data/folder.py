@@ -124,7 +124,8 @@ def scan_folder(
     # Each split's files come from one root (a split folder, or train's by hash), in sorted order;
     # the index is built in place: no per-image tuples, which cost more than the names.
     scanned = {split: _image_files(split_root) for split, split_root in roots.items()}
-    others = [_prefix(root, roots[split]) + rel for split, (_, extra) in scanned.items() for rel in extra]
+    prefixes = {split: _prefix(root, split_root) for split, split_root in roots.items()}
+    others = [prefixes[split] + rel for split, (_, extra) in scanned.items() for rel in extra]
     if others:
         log.warning(
             "%s: %d file(s) that are not %s images left out, e.g. %s",
@@ -145,7 +146,7 @@ def scan_folder(
     number = {c: i for i, c in enumerate(classes)}
     index = FolderIndex(classes=classes, split_folders=given)
     for split, (images, _) in scanned.items():
-        prefix = _prefix(root, roots[split])
+        prefix = prefixes[split]
         for rel in images:
             drawn = split
             if split == "train":
